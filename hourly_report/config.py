@@ -1,0 +1,508 @@
+"""config.ini -> a typed, validated :class:`Settings`.
+
+Rules (see README "Configuration"):
+
+* ``${NAME}`` is replaced by environment variable NAME; an unset one is an error.
+  No other interpolation: ``%`` reaches the API verbatim.
+* Only ``[opsramp]`` base_url, tenant_id, client_id and a client secret are
+  required; everything else has a default.  Unknown sections and keys are errors,
+  so a typo never silently falls back to a default.
+* Every problem raises :class:`ConfigError` naming the file, section and key.
+"""
+
+from __future__ import annotations
+
+import configparser
+import logging
+import os
+import re
+import stat
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from hourly_report.errors import ConfigError
+from hourly_report.windows import load_zone
+
+log = logging.getLogger(__name__)
+
+CONFIG_ENV = "HOURLY_REPORT_CONFIG"
+CREDENTIAL_NAME = "opsramp_client_secret"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_TENANT = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_PREFIX = re.compile(r"^[A-Za-z0-9_.-]+$")
+T = TypeVar("T")
+
+
+class Secret:
+    """A string that never shows itself in reprs, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class OpsRampSettings:
+    base_url: str
+    tenant_id: str
+    client_id: str
+    client_secret: Secret = field(repr=False)
+    verify: bool | str = True  # True/False, or the path of a CA bundle
+    timeout_seconds: float = 30.0
+    token_refresh_margin_seconds: float = 300.0
+    proxy: str | None = None
+
+    @property
+    def connect_timeout(self) -> float:
+        # A TCP+TLS handshake that takes over 10 s will not succeed later either.
+        return min(self.timeout_seconds, 10.0)
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    app_id: str = "PERFORMANCE-UTILIZATION"
+    metrics: tuple[str, ...] = ("system_cpu_utilization",)
+    methods: tuple[str, ...] = ("max",)
+    formats: tuple[str, ...] = ("xlsx",)
+    filter_criteria: str = 'state = "active" AND monitorable = "true"'
+    name_prefix: str = "hourly-perf-report"
+    display_mode: str = "Consolidated List"
+    query_config: str = "summary"
+    timezone: str = "UTC"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return load_zone(self.timezone)
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    max_attempts: int = 5
+    backoff_seconds: float = 1.0
+    max_backoff_seconds: float = 60.0
+    deadline_seconds: float = 900.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    source: Path
+    opsramp: OpsRampSettings
+    report: ReportSettings
+    ledger_path: Path
+    retry: RetrySettings
+    ping_url: str | None = None
+
+
+_KNOWN: dict[str, set[str]] = {
+    "opsramp": {
+        "base_url",
+        "tenant_id",
+        "client_id",
+        "client_secret",
+        "client_secret_file",
+        "verify_tls",
+        "ca_bundle",
+        "timeout_seconds",
+        "token_refresh_margin_seconds",
+        "proxy",
+    },
+    "report": {
+        "app_id",
+        "metrics",
+        "methods",
+        "formats",
+        "filter_criteria",
+        "name_prefix",
+        "display_mode",
+        "query_config",
+        "timezone",
+    },
+    "ledger": {"path"},
+    "retry": {"max_attempts", "backoff_seconds", "max_backoff_seconds", "deadline_seconds"},
+    "monitoring": {"ping_url"},
+}
+
+
+def resolve_path(cli_value: str | None, env: Mapping[str, str]) -> Path:
+    """``--config``, else ``$HOURLY_REPORT_CONFIG``, else ``./config.ini``."""
+    if cli_value:
+        return Path(cli_value)
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    return Path("config.ini")
+
+
+def load(path: Path, env: Mapping[str, str] | None = None) -> Settings:
+    """Read, interpolate and validate the configuration file at ``path``."""
+    env = os.environ if env is None else env
+    parser = _read(path)
+    reader = _Reader(parser, path, env)
+    reader.reject_unknown()
+    settings = Settings(
+        source=path,
+        opsramp=_opsramp(reader),
+        report=_report(reader),
+        ledger_path=_ledger_path(reader, env),
+        retry=_retry(reader),
+        ping_url=reader.get("monitoring", "ping_url", "", _url) or None,
+    )
+    _warn_if_exposed(path, reader)
+    return settings
+
+
+def _read(path: Path) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None, empty_lines_in_values=False)
+    try:
+        with path.open(encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"configuration file {path} not found "
+            f"(use --config PATH or set {CONFIG_ENV}; see config.ini in the project for an example)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read configuration file {path}: {err}") from None
+    except configparser.Error as err:
+        first_line = str(err).splitlines()[0]
+        raise ConfigError(f"{path}: not a valid INI file: {first_line}") from None
+    return parser
+
+
+class _Reader:
+    """Typed access to the parsed file, with errors that name file, section and key."""
+
+    def __init__(self, parser: configparser.ConfigParser, path: Path, env: Mapping[str, str]):
+        self.parser = parser
+        self.path = path
+        self.env = env
+        self.literal_secret = False
+
+    def where(self, section: str, key: str) -> str:
+        return f"{self.path} [{section}] {key}"
+
+    def reject_unknown(self) -> None:
+        for section in self.parser.sections():
+            if section not in _KNOWN:
+                known = ", ".join(f"[{name}]" for name in _KNOWN)
+                raise ConfigError(f"{self.path}: unknown section [{section}] (known: {known})")
+            unknown = sorted(set(self.parser[section]) - _KNOWN[section])
+            if unknown:
+                raise ConfigError(
+                    f"{self.path} [{section}]: unknown key(s) {', '.join(unknown)} "
+                    f"(known: {', '.join(sorted(_KNOWN[section]))})"
+                )
+
+    def raw(self, section: str, key: str) -> str | None:
+        if not self.parser.has_option(section, key):
+            return None
+        value = self.parser.get(section, key).strip()
+        return self.expand(section, key, value)
+
+    def expand(self, section: str, key: str, value: str) -> str:
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in self.env:
+                raise ConfigError(
+                    f"{self.where(section, key)}: environment variable {name} is not set"
+                )
+            return self.env[name]
+
+        return _ENV_REF.sub(substitute, value)
+
+    def get(self, section: str, key: str, default: T, convert: Callable[[str], T]) -> T:
+        value = self.raw(section, key)
+        if value is None or value == "":
+            return default
+        try:
+            return convert(value)
+        except ValueError as err:
+            raise ConfigError(f"{self.where(section, key)}: {err}") from None
+
+    def required(self, section: str, key: str) -> str:
+        value = self.raw(section, key)
+        if not value:
+            state = "is missing" if value is None else "is empty"
+            raise ConfigError(f"{self.where(section, key)} {state}; it is required")
+        return value
+
+
+def _opsramp(reader: _Reader) -> OpsRampSettings:
+    section = "opsramp"
+    tenant = reader.required(section, "tenant_id")
+    if not _TENANT.match(tenant):
+        raise ConfigError(
+            f"{reader.where(section, 'tenant_id')}: {tenant!r} is not a tenant id "
+            "(letters, digits, '-', '_', '.', ':' only)"
+        )
+    timeout = reader.get(section, "timeout_seconds", 30.0, _positive_float)
+    margin = reader.get(section, "token_refresh_margin_seconds", 300.0, _non_negative_float)
+    return OpsRampSettings(
+        base_url=_base_url(reader),
+        tenant_id=tenant,
+        client_id=reader.required(section, "client_id"),
+        client_secret=_client_secret(reader),
+        verify=_verify(reader),
+        timeout_seconds=timeout,
+        token_refresh_margin_seconds=margin,
+        proxy=reader.get(section, "proxy", None, _url),
+    )
+
+
+def _base_url(reader: _Reader) -> str:
+    value = reader.required("opsramp", "base_url")
+    try:
+        url = _url(value)
+    except ValueError as err:
+        raise ConfigError(f"{reader.where('opsramp', 'base_url')}: {err}") from None
+    parts = urlsplit(url)
+    if parts.query or parts.fragment:
+        raise ConfigError(
+            f"{reader.where('opsramp', 'base_url')}: {url!r} must not have a query or fragment"
+        )
+    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("base_url %s uses plain http: credentials would travel unencrypted", url)
+    return url.rstrip("/")
+
+
+def _client_secret(reader: _Reader) -> Secret:
+    section = "opsramp"
+    sources: dict[str, Callable[[], str]] = {}
+    if reader.parser.has_option(section, "client_secret"):
+        sources[reader.where(section, "client_secret")] = lambda: reader.required(
+            section, "client_secret"
+        )
+    file_value = reader.raw(section, "client_secret_file")
+    if file_value:
+        path = _relative_to(reader.path, file_value)
+        sources[reader.where(section, "client_secret_file")] = lambda: _read_secret_file(path)
+    credentials = reader.env.get("CREDENTIALS_DIRECTORY")
+    if credentials and (Path(credentials) / CREDENTIAL_NAME).exists():
+        path = Path(credentials) / CREDENTIAL_NAME
+        sources[f"systemd credential {path}"] = lambda: _read_secret_file(path)
+    if not sources:
+        raise ConfigError(
+            f"{reader.path} [opsramp]: no client secret: set client_secret or client_secret_file"
+        )
+    if len(sources) > 1:
+        raise ConfigError(
+            "the client secret is set more than once; keep exactly one of: " + ", ".join(sources)
+        )
+    ((origin, read),) = sources.items()
+    raw = reader.parser.get(section, "client_secret", fallback="")
+    reader.literal_secret = origin.endswith("client_secret") and not _ENV_REF.search(raw)
+    return Secret(read())
+
+
+def _read_secret_file(path: Path) -> str:
+    try:
+        value = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as err:
+        raise ConfigError(f"cannot read client secret file {path}: {err.strerror}") from None
+    if not value:
+        raise ConfigError(f"client secret file {path} is empty")
+    return value
+
+
+def _verify(reader: _Reader) -> bool | str:
+    verify = reader.get("opsramp", "verify_tls", True, _bool)
+    bundle = reader.raw("opsramp", "ca_bundle")
+    if bundle:
+        path = _relative_to(reader.path, bundle)
+        if not path.is_file():
+            raise ConfigError(f"{reader.where('opsramp', 'ca_bundle')}: {path} is not a file")
+        if not verify:
+            raise ConfigError(
+                f"{reader.path} [opsramp]: ca_bundle is set but verify_tls = false; choose one"
+            )
+        return str(path)
+    if not verify:
+        log.warning(
+            "TLS certificate verification is OFF (verify_tls = false): "
+            "prefer ca_bundle = PATH to the gateway's CA certificate"
+        )
+    return verify
+
+
+def _report(reader: _Reader) -> ReportSettings:
+    section, defaults = "report", ReportSettings()
+    prefix = reader.get(section, "name_prefix", defaults.name_prefix, _text)
+    if not _PREFIX.match(prefix):
+        raise ConfigError(
+            f"{reader.where(section, 'name_prefix')}: {prefix!r} may hold only letters, "
+            "digits, '-', '_' and '.'"
+        )
+    zone_name = reader.get(section, "timezone", defaults.timezone, _text)
+    try:
+        load_zone(zone_name)
+    except ValueError as err:
+        raise ConfigError(f"{reader.where(section, 'timezone')}: {err}") from None
+    return ReportSettings(
+        app_id=reader.get(section, "app_id", defaults.app_id, _text),
+        metrics=reader.get(section, "metrics", defaults.metrics, _list),
+        methods=reader.get(section, "methods", defaults.methods, _list),
+        formats=reader.get(section, "formats", defaults.formats, _list),
+        filter_criteria=reader.get(section, "filter_criteria", defaults.filter_criteria, _text),
+        name_prefix=prefix,
+        display_mode=reader.get(section, "display_mode", defaults.display_mode, _text),
+        query_config=reader.get(section, "query_config", defaults.query_config, _text),
+        timezone=zone_name,
+    )
+
+
+def _retry(reader: _Reader) -> RetrySettings:
+    section, defaults = "retry", RetrySettings()
+    settings = RetrySettings(
+        max_attempts=reader.get(section, "max_attempts", defaults.max_attempts, _attempts),
+        backoff_seconds=reader.get(
+            section, "backoff_seconds", defaults.backoff_seconds, _non_negative_float
+        ),
+        max_backoff_seconds=reader.get(
+            section, "max_backoff_seconds", defaults.max_backoff_seconds, _non_negative_float
+        ),
+        deadline_seconds=reader.get(
+            section, "deadline_seconds", defaults.deadline_seconds, _positive_float
+        ),
+    )
+    if settings.max_backoff_seconds < settings.backoff_seconds:
+        raise ConfigError(
+            f"{reader.path} [retry]: max_backoff_seconds ({settings.max_backoff_seconds:g}) "
+            f"is below backoff_seconds ({settings.backoff_seconds:g})"
+        )
+    return settings
+
+
+def _ledger_path(reader: _Reader, env: Mapping[str, str]) -> Path:
+    value = reader.raw("ledger", "path")
+    if value:
+        return _relative_to(reader.path, value)
+    return default_ledger_path(env)
+
+
+def default_ledger_path(env: Mapping[str, str]) -> Path:
+    """``$STATE_DIRECTORY`` (systemd), else ``$XDG_STATE_HOME`` or ~/.local/state, + hourly-report."""
+    if env.get("STATE_DIRECTORY"):
+        # systemd may pass several colon-separated directories; the first is ours.
+        return Path(env["STATE_DIRECTORY"].split(":")[0]) / "ledger.sqlite3"
+    if env.get("XDG_STATE_HOME"):
+        base = Path(env["XDG_STATE_HOME"])
+    else:
+        base = Path(env.get("HOME") or Path.home()) / ".local" / "state"
+    return base / "hourly-report" / "ledger.sqlite3"
+
+
+def _warn_if_exposed(path: Path, reader: _Reader) -> None:
+    if not reader.literal_secret:
+        return
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning(
+            "%s holds a literal client_secret and is readable by others: run 'chmod 600 %s' "
+            "(or use client_secret_file / ${ENV})",
+            path,
+            path,
+        )
+
+
+def _relative_to(config_path: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else config_path.parent / path
+
+
+# --- converters: each raises ValueError with the reason --------------------------------
+
+
+def _text(value: str) -> str:
+    return value
+
+
+def _list(value: str) -> tuple[str, ...]:
+    items = tuple(item.strip() for item in value.split(",") if item.strip())
+    if not items:
+        raise ValueError("needs at least one comma-separated value")
+    return items
+
+
+def _bool(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "yes", "true", "on"):
+        return True
+    if lowered in ("0", "no", "false", "off"):
+        return False
+    raise ValueError(f"{value!r} is not a boolean (use true or false)")
+
+
+def _float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = _float(value)
+    if number <= 0:
+        raise ValueError(f"{value!r} must be greater than 0")
+    return number
+
+
+def _non_negative_float(value: str) -> float:
+    number = _float(value)
+    if number < 0:
+        raise ValueError(f"{value!r} must not be negative")
+    return number
+
+
+def _attempts(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a whole number") from None
+    if not 1 <= number <= 100:
+        raise ValueError(f"{value!r} must be between 1 and 100")
+    return number
+
+
+def _url(value: str) -> str:
+    parts = urlsplit(value)
+    shown = redact_url(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{shown!r} is not an http(s) URL (like https://acme.api.opsramp.com)")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError(f"{shown!r} has an invalid port") from None
+    return value
+
+
+def redact_url(url: str) -> str:
+    """``url`` without a password in its user-info part (proxy URLs may carry one)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{parts.username}:***@{netloc}").geturl()
