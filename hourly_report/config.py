@@ -398,7 +398,7 @@ def _ledger_path(reader: _Reader, env: Mapping[str, str]) -> Path:
 
 
 def default_ledger_path(env: Mapping[str, str]) -> Path:
-    """``$STATE_DIRECTORY`` (systemd), else ``$XDG_STATE_HOME`` or ~/.local/state, + hourly-report."""
+    """The ledger under $STATE_DIRECTORY (systemd), $XDG_STATE_HOME or ~/.local/state."""
     if env.get("STATE_DIRECTORY"):
         # systemd may pass several colon-separated directories; the first is ours.
         return Path(env["STATE_DIRECTORY"].split(":")[0]) / "ledger.sqlite3"
