@@ -99,7 +99,7 @@ class RetrySettings:
     max_attempts: int = 5
     backoff_seconds: float = 1.0
     max_backoff_seconds: float = 60.0
-    deadline_seconds: float = 900.0
+    deadline_seconds: float = 600.0
 
 
 @dataclass(frozen=True)
