@@ -51,12 +51,13 @@ def run_demo(echo: Callable[[str], None]) -> int:
         os.environ["HOURLY_REPORT_DEMO_SECRET"] = DEMO_SECRET
         yesterday = (datetime.now(timezone.utc) - timedelta(days=1)).date().isoformat()
         echo(f"OpsRamp sandbox on {server.base_url}; throw-away config and ledger in {tmp}\n")
+        info = ["--log-level", "INFO"]  # the demo shows what cron would keep quiet about
         steps = [
-            ["run"],
-            ["run"],
+            [*info, "run"],
+            [*info, "run"],
             ["backfill", "--date", yesterday],
             ["status", "--date", yesterday],
-            ["cleanup"],
+            [*info, "cleanup"],
             ["status"],
         ]
         worst = 0
