@@ -69,7 +69,8 @@ class OpsRampSettings:
     verify: bool | str = True  # True/False, or the path of a CA bundle
     timeout_seconds: float = 30.0
     token_refresh_margin_seconds: float = 300.0
-    proxy: str | None = None
+    # repr=False: a proxy URL may carry a password (http://user:pass@proxy:3128).
+    proxy: str | None = field(default=None, repr=False)
 
     @property
     def connect_timeout(self) -> float:
@@ -172,7 +173,8 @@ def load(path: Path, env: Mapping[str, str] | None = None) -> Settings:
 def _read(path: Path) -> configparser.ConfigParser:
     parser = configparser.ConfigParser(interpolation=None, empty_lines_in_values=False)
     try:
-        with path.open(encoding="utf-8") as handle:
+        # utf-8-sig: a BOM left by a Windows editor is not a "missing section header".
+        with path.open(encoding="utf-8-sig") as handle:
             parser.read_file(handle)
     except FileNotFoundError:
         raise ConfigError(
@@ -200,6 +202,10 @@ class _Reader:
         return f"{self.path} [{section}] {key}"
 
     def reject_unknown(self) -> None:
+        if self.parser.defaults():
+            # configparser would copy [DEFAULT] keys into every section.
+            known = ", ".join(f"[{name}]" for name in _KNOWN)
+            raise ConfigError(f"{self.path}: unknown section [DEFAULT] (known: {known})")
         for section in self.parser.sections():
             if section not in _KNOWN:
                 known = ", ".join(f"[{name}]" for name in _KNOWN)
@@ -248,7 +254,7 @@ class _Reader:
 def _opsramp(reader: _Reader) -> OpsRampSettings:
     section = "opsramp"
     tenant = reader.required(section, "tenant_id")
-    if not _TENANT.match(tenant):
+    if not _TENANT.fullmatch(tenant):
         raise ConfigError(
             f"{reader.where(section, 'tenant_id')}: {tenant!r} is not a tenant id "
             "(letters, digits, '-', '_', '.', ':' only)"
@@ -276,31 +282,36 @@ def _base_url(reader: _Reader) -> str:
     parts = urlsplit(url)
     if parts.query or parts.fragment:
         raise ConfigError(
-            f"{reader.where('opsramp', 'base_url')}: {url!r} must not have a query or fragment"
+            f"{reader.where('opsramp', 'base_url')}: {redact_url(url)!r} "
+            "must not have a query or fragment"
         )
     if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("base_url %s uses plain http: credentials would travel unencrypted", url)
+        log.warning(
+            "base_url %s uses plain http: credentials would travel unencrypted", redact_url(url)
+        )
     return url.rstrip("/")
 
 
 def _client_secret(reader: _Reader) -> Secret:
     section = "opsramp"
+    literal_origin = reader.where(section, "client_secret")
     sources: dict[str, Callable[[], str]] = {}
     if reader.parser.has_option(section, "client_secret"):
-        sources[reader.where(section, "client_secret")] = lambda: reader.required(
-            section, "client_secret"
-        )
+        sources[literal_origin] = lambda: reader.required(section, "client_secret")
     file_value = reader.raw(section, "client_secret_file")
     if file_value:
-        path = _relative_to(reader.path, file_value)
-        sources[reader.where(section, "client_secret_file")] = lambda: _read_secret_file(path)
+        secret_file = _relative_to(reader.path, file_value)
+        sources[reader.where(section, "client_secret_file")] = lambda: _read_secret_file(
+            secret_file
+        )
     credentials = reader.env.get("CREDENTIALS_DIRECTORY")
     if credentials and (Path(credentials) / CREDENTIAL_NAME).exists():
-        path = Path(credentials) / CREDENTIAL_NAME
-        sources[f"systemd credential {path}"] = lambda: _read_secret_file(path)
+        credential = Path(credentials) / CREDENTIAL_NAME
+        sources[f"systemd credential {credential}"] = lambda: _read_secret_file(credential)
     if not sources:
         raise ConfigError(
-            f"{reader.path} [opsramp]: no client secret: set client_secret or client_secret_file"
+            f"{reader.path} [opsramp]: no client secret: set client_secret or "
+            f"client_secret_file (or the systemd credential {CREDENTIAL_NAME})"
         )
     if len(sources) > 1:
         raise ConfigError(
@@ -308,7 +319,9 @@ def _client_secret(reader: _Reader) -> Secret:
         )
     ((origin, read),) = sources.items()
     raw = reader.parser.get(section, "client_secret", fallback="")
-    reader.literal_secret = origin.endswith("client_secret") and not _ENV_REF.search(raw)
+    # Only the client_secret key itself can be literal ("... opsramp_client_secret", the
+    # systemd credential, also ends with "client_secret": compare the whole origin).
+    reader.literal_secret = origin == literal_origin and not _ENV_REF.search(raw)
     return Secret(read())
 
 
@@ -317,6 +330,8 @@ def _read_secret_file(path: Path) -> str:
         value = path.read_text(encoding="utf-8").rstrip("\r\n")
     except OSError as err:
         raise ConfigError(f"cannot read client secret file {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read client secret file {path}: not UTF-8 text") from None
     if not value:
         raise ConfigError(f"client secret file {path} is empty")
     return value
@@ -345,7 +360,7 @@ def _verify(reader: _Reader) -> bool | str:
 def _report(reader: _Reader) -> ReportSettings:
     section, defaults = "report", ReportSettings()
     prefix = reader.get(section, "name_prefix", defaults.name_prefix, _text)
-    if not _PREFIX.match(prefix):
+    if not _PREFIX.fullmatch(prefix):
         raise ConfigError(
             f"{reader.where(section, 'name_prefix')}: {prefix!r} may hold only letters, "
             "digits, '-', '_' and '.'"
@@ -501,8 +516,17 @@ def _url(value: str) -> str:
 
 def redact_url(url: str) -> str:
     """``url`` without a password in its user-info part (proxy URLs may carry one)."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    try:
+        parts = urlsplit(url)
+        username, password = parts.username, parts.password
+    except ValueError:
+        username = password = None
+    if password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        return parts._replace(netloc=f"{username}:***@{netloc}").geturl()
+    if username is not None or "@" not in url:
         return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    return parts._replace(netloc=f"{parts.username}:***@{netloc}").geturl()
+    # Not parsed as user-info, yet an "@" is there: "user:pass@proxy:3128" without a
+    # scheme, or an unencoded "/" or "#" in the password.  Hide all before the last "@".
+    lead = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", url)
+    return f"{lead.group(0) if lead else ''}***@{url.rsplit('@', 1)[1]}"

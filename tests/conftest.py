@@ -8,6 +8,7 @@ in-process tests share a :class:`FakeClock` between client and sandbox.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -151,7 +152,9 @@ def run_process(
     )
 
 
-def start_process(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def start_process(
+    config: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     """Start ``python -m hourly_report`` without waiting for it."""
     return subprocess.Popen(
         [sys.executable, "-m", "hourly_report", "--config", str(config), *args],
@@ -160,3 +163,16 @@ def start_process(config: Path, *args: str, env: dict[str, str] | None = None) -
         text=True,
         env={**os.environ, **(env or {})},
     )
+
+
+def without_root_override() -> list[str]:
+    """A command prefix under which file modes apply even to root (tests often run as root).
+
+    Drops CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH with util-linux ``setpriv``.
+    """
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "running as root needs util-linux setpriv to test permission errors"
+    caps = "-dac_override,-dac_read_search"
+    return [setpriv, "--bounding-set", caps, "--inh-caps", caps]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import sqlite3
 import stat
@@ -19,6 +18,7 @@ import pytest
 
 from hourly_report.errors import LedgerError
 from hourly_report.ledger import SCHEMA_VERSION, ClaimStatus, Ledger
+from tests.conftest import without_root_override
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "ledger_worker.py"
@@ -182,21 +182,11 @@ finally:
 """
 
 
-def _without_root_override() -> list[str]:
-    """Root ignores file modes: drop CAP_DAC_OVERRIDE so the modes really apply."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    assert setpriv, "running as root needs util-linux setpriv to test permission errors"
-    caps = "-dac_override,-dac_read_search"
-    return [setpriv, "--bounding-set", caps, "--inh-caps", caps]
-
-
 def test_permission_problems_are_ledger_errors_naming_the_path(tmp_path: Path) -> None:
     db = tmp_path / "db" / "ledger.sqlite3"
     db.parent.mkdir()
     done = subprocess.run(
-        [*_without_root_override(), sys.executable, "-c", _PERMISSION_SCRIPT, str(db)],
+        [*without_root_override(), sys.executable, "-c", _PERMISSION_SCRIPT, str(db)],
         capture_output=True,
         text=True,
         timeout=60,
