@@ -17,14 +17,17 @@ reply dropped       retried                    outcome unknown: not resent
 503                 retried                    retried (server did not act)
 500 / 502 / 504     retried                    outcome unknown: not resent
 401 / 407           new token once, repeat     new token once, repeat once
-other 4xx           never                      never
+other 4xx, 3xx      never (3xx not followed)   never (3xx not followed)
 TLS failure         never                      never
 ==================  =========================  ======================================
 
-Waits honour ``X-RateLimit-Reset`` / ``Retry-After`` exactly; without them the
-wait is exponential with jitter.  Every wait is checked against the invocation's
-:class:`Deadline`, so a run never stalls past its budget.  This module raises only
-the project's errors; it knows nothing of click or SQLite.
+Waits honour ``X-RateLimit-Reset`` / ``Retry-After`` (on a 429; ``Retry-After`` on a
+retried 5xx too) plus at most 0.1 s of jitter; without them the wait is exponential
+with jitter.  An answer saying ``X-RateLimit-Remaining: 0`` makes the next request
+wait for the reset.  Every wait is checked against the invocation's :class:`Deadline`
+before it is logged or taken, so a run never stalls past its budget.  The read
+timeout is ``timeout_seconds``, shortened (not below 1 s) when the budget runs low.
+This module raises only the project's errors; it knows nothing of click or SQLite.
 """
 
 from __future__ import annotations
@@ -120,6 +123,8 @@ class OpsRampClient:
         self.clock = clock
         self.deadline = deadline
         self.rng = rng or random.Random()
+        # The form body carries it; make sure no log line ever can.
+        logs.register_secret(settings.client_secret.reveal())
         self.session = _make_session(settings)
         self.requests_sent = 0
         self.tokens_fetched = 0
@@ -139,8 +144,14 @@ class OpsRampClient:
     # --- public operations --------------------------------------------------------
 
     def token(self) -> str:
-        """A valid access token, fetched or refreshed when needed."""
-        margin = min(self.settings.token_refresh_margin_seconds, self._token_lifetime / 2)
+        """A valid access token, fetched or refreshed when needed.
+
+        Refreshed ``token_refresh_margin_seconds`` before expiry; a margin as long as
+        the token's whole lifetime would refetch on every call, so at least a tenth of
+        the lifetime is always used.
+        """
+        lifetime = self._token_lifetime
+        margin = min(self.settings.token_refresh_margin_seconds, lifetime * 0.9)
         if self._token is None or self.clock.monotonic() >= self._token_expires - margin:
             self._fetch_token()
         assert self._token is not None
@@ -226,8 +237,8 @@ class OpsRampClient:
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(RetryableError),
             stop=tenacity.stop_after_attempt(self.retry.max_attempts),
-            wait=self._wait_for,
-            sleep=self._sleep,
+            wait=lambda state: self._wait_for(state, call),
+            sleep=self.clock.sleep,
             reraise=True,
             before_sleep=lambda state: _log_retry(call, state),
         )
@@ -238,17 +249,18 @@ class OpsRampClient:
                 f"{err} (gave up after {self.retry.max_attempts} attempts)", status=err.status
             ) from None
 
-    def _wait_for(self, state: tenacity.RetryCallState) -> float:
+    def _wait_for(self, state: tenacity.RetryCallState, call: Call) -> float:
+        """The wait before the next attempt; refused here (before any "retrying" log
+        line) when it would pass the deadline."""
         error = state.outcome.exception() if state.outcome else None
         if isinstance(error, RetryableError) and error.wait is not None:
-            return error.wait + self.rng.uniform(0, RATE_LIMIT_JITTER_SECONDS)
-        base = self.retry.backoff_seconds * 2.0 ** (state.attempt_number - 1)
-        jitter = self.rng.uniform(0, self.retry.backoff_seconds)
-        return min(self.retry.max_backoff_seconds, base + jitter)
-
-    def _sleep(self, seconds: float) -> None:
-        self.deadline.ensure_can_wait(seconds, "waiting to retry OpsRamp")
-        self.clock.sleep(seconds)
+            wait = error.wait + self.rng.uniform(0, RATE_LIMIT_JITTER_SECONDS)
+        else:
+            base = self.retry.backoff_seconds * 2.0 ** (state.attempt_number - 1)
+            jitter = self.rng.uniform(0, self.retry.backoff_seconds)
+            wait = min(self.retry.max_backoff_seconds, base + jitter)
+        self.deadline.ensure_can_wait(wait, f"{call.what}: {_message_tail(error)}")
+        return wait
 
     def _pace(self) -> None:
         """Wait for the rate-limit window to reset if the last answer said none remain."""
@@ -276,13 +288,22 @@ class OpsRampClient:
                 f"{self.deadline.seconds:g}) is used up; re-run later"
             )
         self._pace()
-        read_timeout = max(1.0, min(self.settings.timeout_seconds, self.deadline.remaining()))
+        # The configured timeout is the ceiling; a nearly spent budget shortens it,
+        # but not below a second (or the configured value, if that is lower).
+        read_timeout = min(self.settings.timeout_seconds, max(1.0, self.deadline.remaining()))
         timeout = (self.settings.connect_timeout, read_timeout)
         start = self.clock.monotonic()
         self.requests_sent += 1
         try:
+            # Never follow a redirect: a DELETE sent on as a GET to a login page would
+            # "succeed", and a 307 would resend the client secret to another host.
             response = self.session.request(
-                call.method, call.url, headers=headers, timeout=timeout, **kwargs
+                call.method,
+                call.url,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+                **kwargs,
             )
         except requests.RequestException as err:
             raise classify_exception(call, err, self.settings) from None
@@ -294,7 +315,7 @@ class OpsRampClient:
             self.clock.monotonic() - start,
         )
         self._note_rate_limit(response)
-        if response.ok or (allow_404 and response.status_code == 404):
+        if 200 <= response.status_code < 300 or (allow_404 and response.status_code == 404):
             return response
         raise classify_status(call, response, self.clock.time())
 
@@ -348,6 +369,14 @@ def classify_status(call: Call, response: requests.Response, now: float) -> ApiE
     """Map an HTTP error answer to a retryable, outcome-unknown or final error."""
     status = response.status_code
     detail = f"HTTP {status}: {describe_body(response)}"
+    if 300 <= status < 400:
+        location = logs.redact(_shorten(redact_url(response.headers.get("Location") or "?")))
+        return ApiError(
+            f"{call.what}: OpsRamp answered HTTP {status}, a redirect to {location}, which is "
+            "not followed; check [opsramp] base_url (and whether a proxy or login page is in "
+            "the way)",
+            status=status,
+        )
     if status in (401, 407):
         if call.kind == "token":
             return AuthError(
@@ -360,7 +389,9 @@ def classify_status(call: Call, response: requests.Response, now: float) -> ApiE
         wait = rate_limit_wait(response.headers, now)
         return RetryableError(f"{call.what}: throttled ({detail})", status=status, wait=wait)
     if status == 503 or (status >= 500 and call.idempotent):
-        return RetryableError(f"{call.what}: {detail}", status=status)
+        hint = _retry_after(response.headers.get("Retry-After"), now)
+        wait = None if hint is None else max(0.0, hint)
+        return RetryableError(f"{call.what}: {detail}", status=status, wait=wait)
     if status >= 500:
         return OutcomeUnknownError(
             f"{call.what}: outcome unknown ({detail}); check in OpsRamp whether it exists "
