@@ -112,6 +112,7 @@ class State:
 
     config_path: str | None
     log_level: str
+    log_format: str = "text"
     tail: TailBuffer | None = None
     _settings: Settings | None = field(default=None, repr=False)
 
@@ -154,11 +155,17 @@ class Group(click.Group):
 
 
 def _fail(ctx: click.Context, message: str, code: int, err: BaseException | None) -> NoReturn:
-    from hourly_report.logs import redact
+    from hourly_report.logs import JsonFormatter, redact
 
     if err is not None and log.isEnabledFor(logging.DEBUG):
         log.debug("traceback", exc_info=err)
-    click.echo(f"{PROG}: error: {redact(message)}", err=True)
+    line = f"{PROG}: error: {redact(message)}"
+    state = ctx.find_object(State)
+    if state is not None and state.log_format == "json":
+        # --log-format json promises one JSON object per stderr line, errors included.
+        record = logging.LogRecord(log.name, logging.ERROR, __file__, 0, line, None, None)
+        line = JsonFormatter().format(record)
+    click.echo(line, err=True)
     ctx.exit(code)
 
 
@@ -202,7 +209,7 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str, log_format:
     """
     from hourly_report.logs import configure_logging
 
-    state = State(config_path, log_level.upper())
+    state = State(config_path, log_level.upper(), log_format)
     state.tail = configure_logging(state.log_level, log_format)
     ctx.obj = state
 
@@ -359,7 +366,9 @@ def _execute(
 def _log_result(result: JobResult) -> None:
     if result.stopped:
         log.error("%s stopped: %s", result.action, result.stopped)
-    if result.exit_code:
+    # Each failure was already logged on its own line; the summary adds to that only
+    # when the job handled several items, so a failed `run` stays one line on stderr.
+    if result.exit_code and len(result.outcomes) > 1:
         log.error("%s", result.summary())
     else:
         log.info("%s", result.summary())
@@ -548,9 +557,21 @@ def demo(state: State) -> None:
     _exit(run_demo(click.echo))
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
-    cli.main(args=argv, prog_name=PROG)
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Console-script entry point: usage errors, too, are one line on stderr."""
+    try:
+        code = cli.main(args=argv, prog_name=PROG, standalone_mode=False)
+    except click.UsageError as err:
+        where = err.ctx.command_path if err.ctx else PROG
+        click.echo(f"{PROG}: error: {err.format_message()} (see '{where} --help')", err=True)
+        sys.exit(err.exit_code)
+    except click.ClickException as err:
+        click.echo(f"{PROG}: error: {err.format_message()}", err=True)
+        sys.exit(err.exit_code)
+    except click.Abort:
+        click.echo(f"{PROG}: error: aborted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -185,6 +185,8 @@ def _create(job: Job, action: str, selected: list[Window], dry_run: bool) -> Job
             try:
                 job.report(result, _create_one(job, ledger, window))
             except (AuthError, DeadlineExceededError) as err:
+                # The window being attempted is recorded failed: count it in the summary.
+                job.report(result, Outcome(window.name, "failed", error=str(err)))
                 left = len(selected) - index - 1
                 result.stopped = f"{err}" + (f" ({left} windows not attempted)" if left else "")
                 break
@@ -340,6 +342,7 @@ def _delete_all(job: Job, ledger: Ledger, targets: list[tuple[str, str]]) -> Job
             job.report(result, _delete_one(job, ledger, name, analysis_id))
         except (AuthError, DeadlineExceededError) as err:
             ledger.record_delete_failed(job.tenant, analysis_id, str(err), now=job.wall_now())
+            job.report(result, Outcome(name, "delete_failed", analysis_id, str(err)))
             left = len(targets) - index - 1
             result.stopped = f"{err}" + (f" ({left} analyses not attempted)" if left else "")
             break

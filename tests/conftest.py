@@ -7,6 +7,7 @@ in-process tests share a :class:`FakeClock` between client and sandbox.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from click.testing import CliRunner, Result
 
 from hourly_report.cli import cli
 from hourly_report.clock import FakeClock
+from hourly_report.logs import TailBuffer, _StderrHandler
 from hourly_report.sandbox import Sandbox
 
 TENANT = "acme-tenant"
@@ -56,6 +58,22 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+def _remove_project_log_handlers() -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, (TailBuffer, _StderrHandler)):
+            root.removeHandler(handler)
+    root.setLevel(logging.WARNING)
+
+
+@pytest.fixture(autouse=True)
+def fresh_logging() -> Iterator[None]:
+    """Each test starts without the handlers an in-process CLI run installed."""
+    _remove_project_log_handlers()
+    yield
+    _remove_project_log_handlers()
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -77,7 +95,7 @@ def fake_sandbox(clock: FakeClock) -> Iterator[Sandbox]:
         yield server
 
 
-def config_text(base_url: str, ledger: Path, **sections: dict[str, Any]) -> str:
+def config_text(base_url: str, ledger: Path, /, **sections: dict[str, Any]) -> str:
     """A config.ini for the sandbox; ``sections`` override or add keys (None removes one)."""
     values: dict[str, dict[str, Any]] = {
         "opsramp": {
