@@ -96,6 +96,11 @@ at_option = click.option(
     callback=_parse_timestamp,
     help="Act as if the time were TIMESTAMP (UTC, e.g. 2026-02-12T08:05:00Z). Default: now.",
 )
+retry_unknown_option = click.option(
+    "--retry-unknown",
+    is_flag=True,
+    help="Also re-send creates whose earlier outcome was unknown (check OpsRamp first).",
+)
 dry_run_option = click.option(
     "--dry-run",
     is_flag=True,
@@ -219,9 +224,10 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str, log_format:
 
 @cli.command()
 @at_option
+@retry_unknown_option
 @dry_run_option
 @click.pass_obj
-def run(state: State, at: datetime | None, dry_run: bool) -> None:
+def run(state: State, at: datetime | None, retry_unknown: bool, dry_run: bool) -> None:
     """Create the analysis of the hour that just ended (cron: every hour at :05).
 
     Does nothing, and exits 0, if that window is already in the ledger or another
@@ -234,6 +240,7 @@ def run(state: State, at: datetime | None, dry_run: bool) -> None:
     from hourly_report import jobs
 
     job = state.job(at)
+    job.retry_unknown = retry_unknown
     result = _execute(state, job, lambda: jobs.run(job, dry_run=dry_run), monitored=not dry_run)
     _exit(result.exit_code)
 
@@ -244,6 +251,7 @@ def run(state: State, at: datetime | None, dry_run: bool) -> None:
 @day_option("Last day of a range (inclusive).", "--to", "last")
 @click.option("--yes", is_flag=True, help=f"Allow a range over {MAX_DAYS_WITHOUT_YES} days.")
 @at_option
+@retry_unknown_option
 @dry_run_option
 @click.pass_obj
 def backfill(
@@ -253,12 +261,14 @@ def backfill(
     last: date | None,
     yes: bool,
     at: datetime | None,
+    retry_unknown: bool,
     dry_run: bool,
 ) -> None:
     """Create the missing, ended hours of a day or a range of days.
 
     Windows already in the ledger are skipped, so running it twice creates
-    nothing the second time.
+    nothing the second time. Failed windows are tried again; windows whose
+    earlier outcome is unknown only with --retry-unknown.
 
     \b
     Example:  hourly-report backfill --date 2026-02-12
@@ -270,6 +280,7 @@ def backfill(
     days = _days(day, first, last, yes, days_between)
     with _progress("backfill", state) as progress:
         job = state.job(at, progress)
+        job.retry_unknown = retry_unknown
         result = _execute(
             state, job, lambda: jobs.backfill(job, days, dry_run=dry_run), monitored=not dry_run
         )

@@ -43,5 +43,12 @@ class OutcomeUnknownError(ApiError):
     """
 
 
+class ServiceUnavailableError(ApiError):
+    """OpsRamp cannot serve this job now: unreachable, or no token could be obtained.
+
+    Every remaining request of the job would fail the same way, so the job stops.
+    """
+
+
 class DeadlineExceededError(HourlyReportError):
     """The invocation's total time budget ran out (attempts plus waits)."""

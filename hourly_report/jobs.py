@@ -28,8 +28,9 @@ from hourly_report.errors import (
     HourlyReportError,
     LedgerError,
     OutcomeUnknownError,
+    ServiceUnavailableError,
 )
-from hourly_report.ledger import ClaimStatus, Ledger, Row
+from hourly_report.ledger import Claim, ClaimStatus, Ledger, Row
 from hourly_report.windows import Window
 
 if TYPE_CHECKING:
@@ -46,12 +47,15 @@ class Outcome:
     """What happened to one window or analysis."""
 
     name: str
-    result: str  # created | exists | busy | failed | deleted | gone | delete_failed | planned
+    # created | exists | busy | failed | unknown | held | deleted | gone | delete_failed | planned
+    result: str
     analysis_id: str | None = None
     error: str | None = None
 
 
-FAILED_RESULTS = frozenset({"failed", "delete_failed"})
+FAILED_RESULTS = frozenset({"failed", "unknown", "held", "delete_failed"})
+# Failures after which every remaining request of the job would fail the same way.
+STOPPING_ERRORS = (AuthError, ServiceUnavailableError, DeadlineExceededError)
 
 
 @dataclass
@@ -90,6 +94,7 @@ class Job:
     now: datetime
     emit: Callable[[str], None] = print
     progress: Callable[[Outcome], None] | None = None
+    retry_unknown: bool = False  # re-send creates whose earlier outcome was unknown
     _client: OpsRampClient | None = None
     _deadline: Deadline | None = None
 
@@ -184,7 +189,7 @@ def _create(job: Job, action: str, selected: list[Window], dry_run: bool) -> Job
         for index, window in enumerate(selected):
             try:
                 job.report(result, _create_one(job, ledger, window))
-            except (AuthError, DeadlineExceededError) as err:
+            except STOPPING_ERRORS as err:
                 # The window being attempted is recorded failed: count it in the summary.
                 job.report(result, Outcome(window.name, "failed", error=str(err)))
                 left = len(selected) - index - 1
@@ -194,8 +199,46 @@ def _create(job: Job, action: str, selected: list[Window], dry_run: bool) -> Job
 
 
 def _create_one(job: Job, ledger: Ledger, window: Window) -> Outcome:
-    claim = ledger.claim(job.tenant, window, now=job.wall_now(), lease_seconds=job.lease_seconds())
+    claim = ledger.claim(
+        job.tenant,
+        window,
+        now=job.wall_now(),
+        lease_seconds=job.lease_seconds(),
+        retry_unknown=job.retry_unknown,
+    )
     fields = logs.extra_fields(window=windows.iso_z(window.start), name=window.name)
+    skipped = _skipped(claim, window, fields)
+    if skipped is not None:
+        return skipped
+    body = payloads.analysis_body(window, job.tenant, job.settings.report)
+    try:
+        analysis_id = job.client().create_analysis(body)
+    except STOPPING_ERRORS as err:
+        _record_failure(job, ledger, window, str(err), unknown=False)
+        raise
+    except OutcomeUnknownError as err:
+        _record_failure(job, ledger, window, str(err), unknown=True)
+        log.error("%s: %s", window.name, err, extra=fields)
+        return Outcome(window.name, "unknown", error=str(err))
+    except ApiError as err:
+        _record_failure(job, ledger, window, str(err), unknown=False)
+        log.error("%s failed: %s", window.name, err, extra=fields)
+        return Outcome(window.name, "failed", error=str(err))
+    except BaseException:
+        # SIGTERM, Ctrl-C: the request may have reached OpsRamp.
+        _record_failure(
+            job, ledger, window, "interrupted while creating: outcome unknown", unknown=True
+        )
+        raise
+    _record_created(job, ledger, window, analysis_id)
+    log.info(
+        "%s created: %s", window.name, analysis_id, extra={**fields, "analysis_id": analysis_id}
+    )
+    return Outcome(window.name, "created", analysis_id)
+
+
+def _skipped(claim: Claim, window: Window, fields: dict[str, Any]) -> Outcome | None:
+    """The outcome for a window this process must not create, or None to go ahead."""
     if claim.status is ClaimStatus.DONE:
         log.info("%s already created (%s)", window.name, claim.row.analysis_id, extra=fields)
         return Outcome(window.name, "exists", claim.row.analysis_id)
@@ -204,6 +247,14 @@ def _create_one(job: Job, ledger: Ledger, window: Window) -> Outcome:
             "%s is being created by %s; leaving it", window.name, claim.row.owner, extra=fields
         )
         return Outcome(window.name, "busy")
+    if claim.status is ClaimStatus.HELD:
+        message = (
+            f"not re-sent: an earlier create's outcome is unknown ({claim.row.last_error}); "
+            "check in OpsRamp whether it exists, then re-run with --retry-unknown "
+            "(or delete a stray copy with cleanup --id)"
+        )
+        log.error("%s %s", window.name, message, extra=fields)
+        return Outcome(window.name, "held", error=message)
     if claim.recovered:
         log.warning(
             "%s: an earlier attempt was interrupted mid-request; its outcome is unknown, "
@@ -211,25 +262,7 @@ def _create_one(job: Job, ledger: Ledger, window: Window) -> Outcome:
             window.name,
             extra=fields,
         )
-    body = payloads.analysis_body(window, job.tenant, job.settings.report)
-    try:
-        analysis_id = job.client().create_analysis(body)
-    except (AuthError, DeadlineExceededError) as err:
-        _record_failed(job, ledger, window, str(err))
-        raise
-    except ApiError as err:
-        _record_failed(job, ledger, window, str(err))
-        prefix = "outcome unknown" if isinstance(err, OutcomeUnknownError) else "failed"
-        log.error("%s %s: %s", window.name, prefix, err, extra=fields)
-        return Outcome(window.name, "failed", error=str(err))
-    except BaseException:
-        _record_failed(job, ledger, window, "interrupted while creating: outcome unknown")
-        raise
-    _record_created(job, ledger, window, analysis_id)
-    log.info(
-        "%s created: %s", window.name, analysis_id, extra={**fields, "analysis_id": analysis_id}
-    )
-    return Outcome(window.name, "created", analysis_id)
+    return None
 
 
 def _record_created(job: Job, ledger: Ledger, window: Window, analysis_id: str) -> None:
@@ -254,9 +287,10 @@ def _record_created(job: Job, ledger: Ledger, window: Window, analysis_id: str) 
             job.clock.sleep(0.5 * attempt)
 
 
-def _record_failed(job: Job, ledger: Ledger, window: Window, error: str) -> None:
+def _record_failure(job: Job, ledger: Ledger, window: Window, error: str, *, unknown: bool) -> None:
+    record = ledger.record_unknown if unknown else ledger.record_failed
     try:
-        ledger.record_failed(job.tenant, window.start, error, now=job.wall_now())
+        record(job.tenant, window.start, error, now=job.wall_now())
     except LedgerError as err:
         log.error("%s: could not record the failure in the ledger: %s", window.name, err)
 
@@ -265,12 +299,14 @@ def _plan_creates(job: Job, action: str, selected: list[Window]) -> JobResult:
     result = JobResult(action)
     known = _rows_by_start(job, selected)
     api = job.settings.opsramp
-    todo = [w for w in selected if _needs_create(known.get(w.start))]
+    todo = [w for w in selected if _needs_create(known.get(w.start), job.retry_unknown)]
     if todo:
         job.emit(payloads.planned_token(api.base_url, api.client_id).render())
     for window in selected:
         if window not in todo:
-            job.report(result, Outcome(window.name, "exists", known[window.start].analysis_id))
+            row = known[window.start]
+            label = "held" if row.state == "unknown" else "exists"
+            job.report(result, Outcome(window.name, label, row.analysis_id, row.last_error))
             continue
         body = payloads.analysis_body(window, job.tenant, job.settings.report)
         job.emit(payloads.planned_create(api.base_url, job.tenant, body).render())
@@ -278,8 +314,9 @@ def _plan_creates(job: Job, action: str, selected: list[Window]) -> JobResult:
     return result
 
 
-def _needs_create(row: Row | None) -> bool:
-    return row is None or row.state in ("failed", "pending")
+def _needs_create(row: Row | None, retry_unknown: bool) -> bool:
+    retried = ("failed", "pending", "unknown") if retry_unknown else ("failed", "pending")
+    return row is None or row.state in retried
 
 
 def _rows_by_start(job: Job, selected: list[Window]) -> dict[datetime, Row]:
@@ -340,7 +377,7 @@ def _delete_all(job: Job, ledger: Ledger, targets: list[tuple[str, str]]) -> Job
     for index, (name, analysis_id) in enumerate(targets):
         try:
             job.report(result, _delete_one(job, ledger, name, analysis_id))
-        except (AuthError, DeadlineExceededError) as err:
+        except STOPPING_ERRORS as err:
             ledger.record_delete_failed(job.tenant, analysis_id, str(err), now=job.wall_now())
             job.report(result, Outcome(name, "delete_failed", analysis_id, str(err)))
             left = len(targets) - index - 1
@@ -353,7 +390,7 @@ def _delete_one(job: Job, ledger: Ledger, name: str, analysis_id: str) -> Outcom
     fields = logs.extra_fields(name=name, analysis_id=analysis_id)
     try:
         deleted = job.client().delete_analysis(analysis_id)
-    except (AuthError, DeadlineExceededError):
+    except STOPPING_ERRORS:
         raise
     except ApiError as err:
         ledger.record_delete_failed(job.tenant, analysis_id, str(err), now=job.wall_now())
@@ -452,7 +489,7 @@ def freshness_problems(
     problems = [
         f"{r.name} is {r.state}" + (f": {r.last_error}" if r.last_error else "")
         for r in judged
-        if r.state in ("missing", "failed", "pending")
+        if r.state in ("missing", "failed", "unknown", "pending")
     ]
     produced = [r for r in rows if r.analysis_id and r.window_end >= now - max_age]
     if not produced:

@@ -31,7 +31,7 @@ from typing import Protocol
 
 from hourly_report.errors import LedgerError
 
-STATES = ("pending", "created", "failed", "deleted", "delete_failed")
+STATES = ("pending", "created", "failed", "unknown", "deleted", "delete_failed")
 # States of a row whose analysis exists (or existed) in OpsRamp.
 _HAS_ANALYSIS = ("created", "deleted", "delete_failed")
 
@@ -76,6 +76,9 @@ class ClaimStatus(enum.Enum):
     CLAIMED = "claimed"
     DONE = "done"
     BUSY = "busy"
+    # The last create's outcome is unknown (timeout, dropped reply, 5xx): it is not
+    # re-sent until the operator has checked OpsRamp and asks for it.
+    HELD = "held"
 
 
 @dataclass(frozen=True)
@@ -130,8 +133,45 @@ def _m001_create_windows(conn: sqlite3.Connection) -> None:
     conn.execute(_M001_ANALYSIS_INDEX)
 
 
+# SQLite cannot alter a CHECK constraint: the table is rebuilt, rows copied as is.
+_M002_WINDOWS = """
+CREATE TABLE windows_v2 (
+    id INTEGER PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    window_start TEXT NOT NULL,
+    window_end TEXT NOT NULL,
+    name TEXT NOT NULL,
+    analysis_id TEXT,
+    state TEXT NOT NULL CHECK (
+        state IN ('pending', 'created', 'failed', 'unknown', 'deleted', 'delete_failed')
+    ),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    owner TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (tenant_id, window_start)
+)"""
+_M002_COPY = "INSERT INTO windows_v2 SELECT * FROM windows"
+# Failures recorded before version 2 whose outcome was unknown become 'unknown'.
+_M002_RECLASSIFY = """
+UPDATE windows SET state = 'unknown'
+WHERE state = 'failed' AND last_error LIKE '%outcome unknown%'"""
+
+
+def _m002_unknown_state(conn: sqlite3.Connection) -> None:
+    conn.execute(_M002_WINDOWS)
+    conn.execute(_M002_COPY)
+    conn.execute("DROP TABLE windows")
+    conn.execute("ALTER TABLE windows_v2 RENAME TO windows")
+    conn.execute(_M001_STATE_INDEX)
+    conn.execute(_M001_ANALYSIS_INDEX)
+    conn.execute(_M002_RECLASSIFY)
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("create_windows", _m001_create_windows),
+    ("unknown_state", _m002_unknown_state),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -163,6 +203,11 @@ _SET_FAILED = """
 UPDATE windows
 SET state = 'failed', last_error = ?, owner = NULL, updated_at = ?
 WHERE tenant_id = ? AND window_start = ? AND state IN ('pending', 'failed')
+  AND (owner IS NULL OR owner = ?)"""
+_SET_UNKNOWN = """
+UPDATE windows
+SET state = 'unknown', last_error = ?, owner = NULL, updated_at = ?
+WHERE tenant_id = ? AND window_start = ? AND state IN ('pending', 'failed', 'unknown')
   AND (owner IS NULL OR owner = ?)"""
 _SET_DELETED = """
 UPDATE windows
@@ -285,15 +330,24 @@ class Ledger:
     # --- writes -------------------------------------------------------------------
 
     def claim(
-        self, tenant_id: str, window: WindowLike, *, now: datetime, lease_seconds: float
+        self,
+        tenant_id: str,
+        window: WindowLike,
+        *,
+        now: datetime,
+        lease_seconds: float,
+        retry_unknown: bool = False,
     ) -> Claim:
-        """Decide, under the write lock, whether this process creates ``window``."""
+        """Decide, under the write lock, whether this process creates ``window``.
+
+        A window whose last outcome is unknown is HELD unless ``retry_unknown``.
+        """
         key = (tenant_id, _iso(window.start))
         me = _this_owner()
         with self.transaction() as conn:
             found = conn.execute(_SELECT_WINDOW, key).fetchone()
             current = _to_row(found) if found is not None else None
-            status, recovered = _decide(current, me, now, lease_seconds)
+            status, recovered = _decide(current, me, now, lease_seconds, retry_unknown)
             if status is ClaimStatus.CLAIMED:
                 _write_claim(conn, key, window, me, _iso(now), insert=current is None)
             row = _to_row(conn.execute(_SELECT_WINDOW, key).fetchone())
@@ -317,6 +371,16 @@ class Ledger:
             # No change means another process now holds or has created the
             # window; their outcome stands.  Only a missing row is an error.
             if conn.execute(_SET_FAILED, params).rowcount == 0:
+                _require_row(conn, self.path, key)
+
+    def record_unknown(
+        self, tenant_id: str, window_start: datetime, error: str, *, now: datetime
+    ) -> None:
+        """The create was sent but its outcome is unknown: hold the window for the operator."""
+        key = (tenant_id, _iso(window_start))
+        params = (error[:_MAX_ERROR_CHARS], _iso(now), *key, _this_owner())
+        with self.transaction() as conn:
+            if conn.execute(_SET_UNKNOWN, params).rowcount == 0:
                 _require_row(conn, self.path, key)
 
     def record_deleted(self, tenant_id: str, analysis_id: str, *, now: datetime) -> None:
@@ -386,11 +450,13 @@ class Ledger:
 
 
 def _decide(
-    current: Row | None, me: str, now: datetime, lease_seconds: float
+    current: Row | None, me: str, now: datetime, lease_seconds: float, retry_unknown: bool
 ) -> tuple[ClaimStatus, bool]:
     """(status, recovered) for a claim on a window whose row is ``current``."""
     if current is None or current.state == "failed":
         return ClaimStatus.CLAIMED, False
+    if current.state == "unknown":
+        return (ClaimStatus.CLAIMED if retry_unknown else ClaimStatus.HELD), False
     if current.state in _HAS_ANALYSIS:
         return ClaimStatus.DONE, False
     if _is_stale(current, me, now, lease_seconds):

@@ -36,6 +36,7 @@ import email.utils
 import json
 import logging
 import random
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,7 @@ from hourly_report.errors import (
     AuthError,
     DeadlineExceededError,
     OutcomeUnknownError,
+    ServiceUnavailableError,
 )
 
 log = logging.getLogger(__name__)
@@ -86,9 +88,17 @@ class Deadline:
 class RetryableError(ApiError):
     """A failure the current request kind may retry; ``wait`` is the server's hint, if any."""
 
-    def __init__(self, message: str, *, status: int | None = None, wait: float | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        wait: float | None = None,
+        connect_failed: bool = False,
+    ) -> None:
         super().__init__(message, status=status)
         self.wait = wait
+        self.connect_failed = connect_failed
 
 
 class _TokenRejected(ApiError):
@@ -194,7 +204,14 @@ class OpsRampClient:
             idempotent=True,
         )
         form = payloads.token_form(self.settings.client_id, self.settings.client_secret.reveal())
-        response = self._with_retries(call, lambda: self._send(call, data=form))
+        try:
+            response = self._with_retries(call, lambda: self._send(call, data=form))
+        except (AuthError, ServiceUnavailableError):
+            raise
+        except ApiError as err:
+            raise ServiceUnavailableError(
+                f"could not obtain an access token: {err}", status=err.status
+            ) from None
         token, lifetime = _parse_token(response)
         logs.register_secret(token)
         self.tokens_fetched += 1
@@ -245,7 +262,9 @@ class OpsRampClient:
         try:
             return retrying(attempt)
         except RetryableError as err:
-            raise ApiError(
+            # Unreachable after every attempt: the rest of the job would fare no better.
+            final = ServiceUnavailableError if err.connect_failed else ApiError
+            raise final(
                 f"{err} (gave up after {self.retry.max_attempts} attempts)", status=err.status
             ) from None
 
@@ -341,7 +360,9 @@ def classify_exception(
             "[opsramp] ca_bundle to the CA that signed the gateway's certificate"
         )
     if _never_sent(err):
-        return RetryableError(f"{call.what}: cannot connect to {host} ({_reason(err)})")
+        return RetryableError(
+            f"{call.what}: cannot connect to {host} ({_reason(err)})", connect_failed=True
+        )
     if isinstance(err, requests.exceptions.Timeout):
         detail = f"no answer within {settings.timeout_seconds:g} s"
     else:
@@ -541,10 +562,17 @@ def _reason(err: BaseException) -> str:
     cause: object = err.args[0] if err.args else err
     reason = getattr(cause, "reason", cause)
     text = str(reason)
-    # urllib3 prefixes "<urllib3.connection.HTTPConnection object at 0x...>: "
-    if ">: " in text:
+    # urllib3 wraps the OS error: "HTTPConnection(host=…): Failed to establish a new
+    # connection: [Errno 111] Connection refused" -- the operator needs the last part.
+    errno_text = _ERRNO.search(text)
+    if errno_text:
+        return errno_text.group(1)
+    if ">: " in text:  # older urllib3: "<…HTTPConnection object at 0x…>: …"
         text = text.split(">: ", 1)[1]
     return _shorten(text)
+
+
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
 
 
 def _path_of(url: str) -> str:

@@ -162,14 +162,14 @@ def test_a_create_with_an_unknown_outcome_is_sent_once_and_recorded_as_such(
     assert fake_sandbox.state.count("create") == 1
     assert len(fake_sandbox.state.analyses) == (1 if made else 0)
     row = only_row(settings)
-    assert row.state == "failed"
+    assert row.state == "unknown"
     assert row.analysis_id is None
     assert "outcome unknown" in (row.last_error or "")
     assert "check in OpsRamp" in (row.last_error or "")
     assert clock.sleeps == []
 
 
-def test_a_read_timeout_after_the_server_created_it_leaves_one_analysis_and_a_failed_row(
+def test_a_read_timeout_after_the_server_created_it_leaves_one_analysis_and_an_unknown_row(
     fake_sandbox: Sandbox, clock: FakeClock, make_config: MakeConfig
 ) -> None:
     settings = load(make_config, fake_sandbox, opsramp={"timeout_seconds": 0.3})
@@ -182,7 +182,7 @@ def test_a_read_timeout_after_the_server_created_it_leaves_one_analysis_and_a_fa
     assert elapsed < 0.3 + 0.6
     assert result.exit_code == 1
     row = only_row(settings)
-    assert row.state == "failed"
+    assert row.state == "unknown"
     assert "outcome unknown" in (row.last_error or "")
     assert "no answer within 0.3 s" in (row.last_error or "")
     assert list(fake_sandbox.state.names) == [WINDOW_NAME]
@@ -385,3 +385,94 @@ def test_no_secret_reaches_the_debug_log_or_an_error_message(
     assert "rejected the client credentials" in text
     for secret in (CLIENT_SECRET, "wrong-secret-value", *tokens):
         assert secret not in text
+
+
+# --- unknown outcomes are held; an unreachable OpsRamp stops the job ------------------------
+
+
+def test_a_window_with_an_unknown_outcome_is_not_resent_until_retry_unknown(
+    fake_sandbox: Sandbox, clock: FakeClock, make_config: MakeConfig
+) -> None:
+    settings = load(make_config, fake_sandbox)
+    fake_sandbox.state.inject("create", Fault("status", status=502))
+    assert run_once(settings, clock).exit_code == 1
+
+    again = run_once(settings, clock)
+
+    assert again.exit_code == 1
+    assert [o.result for o in again.outcomes] == ["held"]
+    assert "--retry-unknown" in (again.outcomes[0].error or "")
+    assert fake_sandbox.state.count("create") == 1  # nothing re-sent
+    assert only_row(settings).state == "unknown"
+
+    job = make_job(settings, clock)
+    job.retry_unknown = True
+    try:
+        confirmed = jobs.run(job)
+    finally:
+        job.close()
+
+    assert confirmed.exit_code == 0
+    assert fake_sandbox.state.count("create") == 2
+    row = only_row(settings)
+    assert (row.state, row.attempts) == ("created", 2)
+
+
+def test_a_dry_run_shows_a_held_window_as_held_not_as_planned(
+    fake_sandbox: Sandbox, clock: FakeClock, make_config: MakeConfig
+) -> None:
+    settings = load(make_config, fake_sandbox)
+    fake_sandbox.state.inject("create", Fault("drop"))
+    run_once(settings, clock)
+    printed: list[str] = []
+    job = jobs.Job(settings, clock, RUN_AT, emit=printed.append)
+
+    result = jobs.run(job, dry_run=True)
+
+    assert [o.result for o in result.outcomes] == ["held"]
+    assert printed == []  # no token, no create would be sent
+
+
+def test_a_backfill_stops_at_once_when_opsramp_cannot_be_reached(
+    clock: FakeClock, make_config: MakeConfig, unused_port_url: str
+) -> None:
+    settings = config.load(make_config(unused_port_url, retry=RETRY))
+    started = time.monotonic()
+
+    result = backfill(settings, clock, [DAY])
+
+    assert time.monotonic() - started < 10
+    assert result.exit_code == 1
+    assert result.stopped is not None
+    assert "request an access token: cannot connect" in result.stopped
+    assert "Connection refused" in result.stopped
+    assert "23 windows not attempted" in result.stopped
+    assert len(clock.sleeps) == RETRY["max_attempts"] - 1  # one token's retries, not 24
+    rows = day_rows(settings, DAY)
+    assert [r.state for r in rows] == ["failed"]
+
+
+@pytest.fixture
+def unused_port_url() -> str:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def test_a_backfill_stops_when_no_token_can_be_obtained(
+    fake_sandbox: Sandbox, clock: FakeClock, make_config: MakeConfig
+) -> None:
+    settings = load(make_config, fake_sandbox)
+    fake_sandbox.state.inject("token", Fault("status", status=500), times=RETRY["max_attempts"])
+
+    result = backfill(settings, clock, [DAY])
+
+    assert result.exit_code == 1
+    assert result.stopped is not None
+    assert result.stopped.startswith("could not obtain an access token: ")
+    assert "HTTP 500" in result.stopped
+    assert fake_sandbox.state.count("token") == RETRY["max_attempts"]
+    assert fake_sandbox.state.count("create") == 0

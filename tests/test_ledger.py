@@ -21,6 +21,7 @@ from hourly_report.ledger import SCHEMA_VERSION, ClaimStatus, Ledger
 from tests.conftest import without_root_override
 
 ROOT = Path(__file__).resolve().parent.parent
+APPLIED = [(1, "create_windows"), (2, "unknown_state")]
 WORKER = Path(__file__).resolve().parent / "ledger_worker.py"
 UTC = timezone.utc
 DAY = datetime(2026, 2, 12, tzinfo=UTC)
@@ -211,8 +212,8 @@ def test_permission_problems_are_ledger_errors_naming_the_path(tmp_path: Path) -
 def test_migrations_are_recorded_once_and_reopening_is_idempotent(db: Path) -> None:
     for _ in range(3):
         Ledger.open(db).close()
-    assert migrations(db) == [(1, "create_windows")]
-    assert SCHEMA_VERSION == 1
+    assert migrations(db) == APPLIED
+    assert SCHEMA_VERSION == 2
 
 
 @pytest.mark.parametrize("read_only", [False, True])
@@ -233,7 +234,7 @@ def test_read_only_open_of_an_older_schema_asks_for_an_upgrade(db: Path) -> None
         Ledger.open(db, read_only=True)
     with Ledger.open(db) as upgraded:
         assert upgraded.rows_between(TENANT, DAY, NOW) == []
-    assert migrations(db) == [(1, "create_windows")]
+    assert migrations(db) == APPLIED
 
 
 def test_transaction_rolls_back_when_the_block_raises(ledger: Ledger) -> None:
@@ -244,7 +245,7 @@ def test_transaction_rolls_back_when_the_block_raises(ledger: Ledger) -> None:
 
     with pytest.raises(RuntimeError, match="boom"):
         write_then_fail()
-    assert migrations(ledger.path) == [(1, "create_windows")]
+    assert migrations(ledger.path) == APPLIED
 
 
 # --- read-only ---------------------------------------------------------------------
@@ -615,7 +616,7 @@ def test_eight_processes_racing_on_a_fresh_file_claim_the_window_exactly_once(db
     assert [code for code, _ in results] == [0] * 8, results
     statuses = sorted(str(out["status"]) for _, out in results)
     assert statuses == ["busy"] * 7 + ["claimed"], results
-    assert migrations(db) == [(1, "create_windows")]
+    assert migrations(db) == APPLIED
     with Ledger.open(db) as ledger:
         (row,) = ledger.rows_between("tenant", DAY, NOW)
     assert (row.state, row.attempts) == ("pending", 1)
@@ -633,3 +634,67 @@ def test_two_processes_hammering_writes_lose_nothing(db: Path) -> None:
             created = [r for r in rows if r.state == "created"]
             assert [r.analysis_id for r in created] == [f"a-{i}" for i in range(0, count, 2)]
             assert {r.state for r in rows} == {"created", "failed"}
+
+
+# --- migration 2: the 'unknown' state ----------------------------------------------
+
+
+_V1_SCHEMA = """
+CREATE TABLE migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL);
+INSERT INTO migrations VALUES (1, 'create_windows', '2026-01-01T00:00:00Z');
+CREATE TABLE windows (
+    id INTEGER PRIMARY KEY, tenant_id TEXT NOT NULL, window_start TEXT NOT NULL,
+    window_end TEXT NOT NULL, name TEXT NOT NULL, analysis_id TEXT,
+    state TEXT NOT NULL
+        CHECK (state IN ('pending', 'created', 'failed', 'deleted', 'delete_failed')),
+    attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, owner TEXT,
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL, UNIQUE (tenant_id, window_start));
+INSERT INTO windows VALUES
+    (1, 't', '2026-02-12T07:00:00Z', '2026-02-12T08:00:00Z', 'w7', 'a-7', 'created', 1,
+     NULL, NULL, '2026-02-12T08:05:00Z', '2026-02-12T08:05:01Z'),
+    (2, 't', '2026-02-12T08:00:00Z', '2026-02-12T09:00:00Z', 'w8', NULL, 'failed', 1,
+     'create analysis w8: outcome unknown, no answer within 30 s', NULL,
+     '2026-02-12T09:05:00Z', '2026-02-12T09:05:30Z'),
+    (3, 't', '2026-02-12T09:00:00Z', '2026-02-12T10:00:00Z', 'w9', NULL, 'failed', 1,
+     'create analysis w9: HTTP 400: invalid_request', NULL,
+     '2026-02-12T10:05:00Z', '2026-02-12T10:05:00Z');
+"""
+
+
+def test_a_version_1_ledger_is_upgraded_keeping_rows_and_holding_unknown_outcomes(
+    db: Path,
+) -> None:
+    db.parent.mkdir()
+    with sqlite3.connect(db) as conn:
+        conn.executescript(_V1_SCHEMA)
+    conn.close()
+
+    with Ledger.open(db) as ledger:
+        rows = ledger.rows_between("t", DAY, DAY + timedelta(days=1))
+        plan = ledger.query_plan("rows_between")
+
+    assert migrations(db) == APPLIED
+    assert [(r.name, r.state, r.analysis_id) for r in rows] == [
+        ("w7", "created", "a-7"),
+        ("w8", "unknown", None),
+        ("w9", "failed", None),
+    ]
+    assert "SCAN windows" not in plan
+
+
+def test_an_unknown_outcome_holds_the_window_until_retry_unknown_is_asked(
+    ledger: Ledger,
+) -> None:
+    window = hour(0)
+    ledger.claim(TENANT, window, now=NOW, lease_seconds=LEASE)
+    ledger.record_unknown(TENANT, window.start, "outcome unknown: read timeout", now=NOW)
+
+    held = ledger.claim(TENANT, window, now=NOW, lease_seconds=LEASE)
+    assert held.status is ClaimStatus.HELD
+    assert held.row.state == "unknown"
+    assert held.row.last_error == "outcome unknown: read timeout"
+
+    retried = ledger.claim(TENANT, window, now=NOW, lease_seconds=LEASE, retry_unknown=True)
+    assert retried.status is ClaimStatus.CLAIMED
+    assert retried.row.state == "pending"
+    assert retried.row.attempts == 2
