@@ -9,15 +9,11 @@ Heavy modules (requests, tenacity, sqlite) are imported inside the commands so
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import re
-import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -31,7 +27,7 @@ if TYPE_CHECKING:
     from hourly_report.jobs import Job, JobResult, Outcome, StatusRow
     from hourly_report.logs import TailBuffer
 
-log = logging.getLogger("hourly_report")
+LOGGER = "hourly_report"
 
 PROG = "hourly-report"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -111,15 +107,18 @@ dry_run_option = click.option(
 # --- invocation state ----------------------------------------------------------------------
 
 
-@dataclass
 class State:
-    """What the group options decided, shared by every command."""
+    """What the group options decided, shared by every command.
 
-    config_path: str | None
-    log_level: str
-    log_format: str = "text"
-    tail: TailBuffer | None = None
-    _settings: Settings | None = field(default=None, repr=False)
+    (A plain class: ``dataclasses`` would cost ``--help`` a few milliseconds.)
+    """
+
+    def __init__(self, config_path: str | None, log_level: str, log_format: str = "text"):
+        self.config_path = config_path
+        self.log_level = log_level
+        self.log_format = log_format
+        self.tail: TailBuffer | None = None
+        self._settings: Settings | None = None
 
     def settings(self) -> Settings:
         if self._settings is None:
@@ -160,8 +159,11 @@ class Group(click.Group):
 
 
 def _fail(ctx: click.Context, message: str, code: int, err: BaseException | None) -> NoReturn:
+    import logging
+
     from hourly_report.logs import JsonFormatter, redact
 
+    log = logging.getLogger(LOGGER)
     if err is not None and log.isEnabledFor(logging.DEBUG):
         log.debug("traceback", exc_info=err)
     line = f"{PROG}: error: {redact(message)}"
@@ -375,6 +377,9 @@ def _execute(
 
 
 def _log_result(result: JobResult) -> None:
+    import logging
+
+    log = logging.getLogger(LOGGER)
     if result.stopped:
         log.error("%s stopped: %s", result.action, result.stopped)
     # Each failure was already logged on its own line; the summary adds to that only
@@ -398,6 +403,7 @@ def _pinger(job: Job) -> Any:
 @contextmanager
 def _terminate_as_exit() -> Iterator[None]:
     """Turn SIGTERM (systemd stop, timeout) into an exception so the ledger records it."""
+    import signal
 
     def handler(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)
@@ -464,6 +470,8 @@ def status(
         return
     rows = jobs.day_status(settings, day or windows.today(now, settings.report.zone), now)
     if as_json:
+        import json
+
         click.echo(json.dumps([row.to_json() for row in rows], indent=2))
     else:
         click.echo(_table(rows))

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from click.testing import CliRunner, Result
 
 from hourly_report.cli import cli
 from hourly_report.clock import FakeClock
+from hourly_report.ledger import Ledger, Row
 from hourly_report.logs import TailBuffer, _StderrHandler
 from hourly_report.sandbox import Sandbox
 
@@ -59,11 +61,13 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _remove_project_log_handlers() -> None:
+    # pytest's own capture handlers are left alone.
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, (TailBuffer, _StderrHandler)):
             root.removeHandler(handler)
     root.setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.NOTSET)
 
 
 @pytest.fixture(autouse=True)
@@ -72,6 +76,16 @@ def fresh_logging() -> Iterator[None]:
     _remove_project_log_handlers()
     yield
     _remove_project_log_handlers()
+
+
+def ledger_rows(path: Path) -> list[Row]:
+    """Every row of the ledger at ``path`` for the test tenant, oldest first."""
+    with Ledger.open(path, read_only=True) as ledger:
+        return ledger.rows_between(
+            TENANT,
+            datetime(2000, 1, 1, tzinfo=timezone.utc),
+            datetime(2100, 1, 1, tzinfo=timezone.utc),
+        )
 
 
 @pytest.fixture

@@ -7,41 +7,18 @@ stderr, no traceback, nothing sent to OpsRamp and nothing written to the ledger.
 from __future__ import annotations
 
 import json
-import logging
 import re
-from collections.abc import Iterator
+import subprocess
+import sys
 
 import pytest
 
-from hourly_report.logs import TailBuffer, _StderrHandler
 from hourly_report.sandbox import Fault, Sandbox
 from tests.conftest import CLIENT_SECRET, TENANT, config_text, run_process
 
 D = "2026-02-12"
 AT = "2026-02-12T08:05:00Z"
 BEARER_VALUE = re.compile(r"(?i)bearer\s+(?!\*\*\*)\S+")
-
-
-@pytest.fixture(autouse=True)
-def restore_root_logging() -> Iterator[None]:
-    """In-process CLI runs install handlers on the root logger; take them away again.
-
-    ``configure_logging`` keeps one process-wide tail buffer, so without this a
-    later test would see the log lines of these CLI runs.
-    """
-    root, urllib3_logger = logging.getLogger(), logging.getLogger("urllib3")
-
-    def ours() -> list[logging.Handler]:  # pytest's own capture handlers are left alone
-        return [h for h in root.handlers if isinstance(h, (TailBuffer, _StderrHandler))]
-
-    before, level, urllib3_level = ours(), root.level, urllib3_logger.level
-    yield
-    for handler in ours():
-        root.removeHandler(handler)
-    for handler in before:
-        root.addHandler(handler)
-    root.setLevel(level)
-    urllib3_logger.setLevel(urllib3_level)
 
 
 def assert_one_clean_error_line(result, *fragments: str) -> str:
@@ -520,3 +497,18 @@ def test_demo_runs_end_to_end_and_prints_a_summary():
     assert "(exit status 1)" not in done.stdout
     assert re.search(r"The sandbox saw \d+ requests on \d+ connections", done.stdout)
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("flag", ["--version", "--help"])
+def test_version_and_help_do_not_import_the_heavy_modules(flag: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "hourly_report", flag],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    assert "click" in imported
+    assert not imported & {"requests", "urllib3", "tenacity", "sqlite3", "json", "logging"}

@@ -7,54 +7,20 @@ locking, WAL set-up and claims are exercised across processes, not threads.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
-from hourly_report.ledger import Ledger, Row
-from hourly_report.logs import TailBuffer, _StderrHandler
-from tests.conftest import TENANT, run_process, start_process
+from tests.conftest import ledger_rows, run_process, start_process
 
 pytestmark = pytest.mark.slow
 
 UTC = timezone.utc
 D = "2026-02-12"
-
-
-@pytest.fixture(autouse=True)
-def restore_root_logging() -> Iterator[None]:
-    """In-process CLI runs install handlers on the root logger; take them away again.
-
-    ``configure_logging`` keeps one process-wide tail buffer, so without this a
-    later test would see the log lines of these CLI runs.
-    """
-    root, urllib3_logger = logging.getLogger(), logging.getLogger("urllib3")
-
-    def ours() -> list[logging.Handler]:  # pytest's own capture handlers are left alone
-        return [h for h in root.handlers if isinstance(h, (TailBuffer, _StderrHandler))]
-
-    before, level, urllib3_level = ours(), root.level, urllib3_logger.level
-    yield
-    for handler in ours():
-        root.removeHandler(handler)
-    for handler in before:
-        root.addHandler(handler)
-    root.setLevel(level)
-    urllib3_logger.setLevel(urllib3_level)
-
-
-def ledger_rows(path: Path) -> list[Row]:
-    with Ledger.open(path, read_only=True) as ledger:
-        return ledger.rows_between(
-            TENANT, datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
-        )
 
 
 def finish(processes: list[subprocess.Popen[str]], timeout: float = 60) -> list[tuple[int, str]]:

@@ -8,54 +8,18 @@ holds.  Time is fixed with ``--at``; configs set every backoff to 0.
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import timezone
 from pathlib import Path
 
-import pytest
 import requests
 
-from hourly_report.ledger import Ledger, Row
-from hourly_report.logs import TailBuffer, _StderrHandler
+from hourly_report.ledger import Row
 from hourly_report.sandbox import Fault, Sandbox
-from tests.conftest import CLIENT_ID, CLIENT_SECRET, TENANT, config_text
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, TENANT, config_text, ledger_rows
 
 D = "2026-02-12"
 PREFIX = "hourly-perf-report"
 UTC = timezone.utc
-
-
-@pytest.fixture(autouse=True)
-def restore_root_logging() -> Iterator[None]:
-    """In-process CLI runs install handlers on the root logger; take them away again.
-
-    ``configure_logging`` keeps one process-wide tail buffer, so without this a
-    later test would see the log lines of these CLI runs.
-    """
-    root, urllib3_logger = logging.getLogger(), logging.getLogger("urllib3")
-
-    def ours() -> list[logging.Handler]:  # pytest's own capture handlers are left alone
-        return [h for h in root.handlers if isinstance(h, (TailBuffer, _StderrHandler))]
-
-    before, level, urllib3_level = ours(), root.level, urllib3_logger.level
-    yield
-    for handler in ours():
-        root.removeHandler(handler)
-    for handler in before:
-        root.addHandler(handler)
-    root.setLevel(level)
-    urllib3_logger.setLevel(urllib3_level)
-
-
-# --- helpers ----------------------------------------------------------------------------------
-
-
-def ledger_rows(path: Path) -> list[Row]:
-    with Ledger.open(path, read_only=True) as ledger:
-        return ledger.rows_between(
-            TENANT, datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
-        )
 
 
 def row_named(path: Path, name: str) -> Row:
