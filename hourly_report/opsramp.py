@@ -37,6 +37,7 @@ import json
 import logging
 import random
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +46,7 @@ from urllib.parse import urlsplit
 import requests
 import tenacity
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import NewConnectionError
+from urllib3.exceptions import InsecureRequestWarning, NewConnectionError
 
 from hourly_report import __version__, logs, payloads
 from hourly_report.clock import Clock
@@ -528,6 +529,10 @@ def _make_session(settings: OpsRampSettings) -> requests.Session:
     session.headers["User-Agent"] = USER_AGENT
     session.headers["Accept"] = "application/json"
     session.verify = settings.verify
+    if settings.verify is False:
+        # The operator chose this and config already warned once per run; urllib3
+        # would add a warning per request to every cron mail.
+        warnings.simplefilter("ignore", InsecureRequestWarning)
     # One connection serves the whole job; our own policy does all retrying.
     adapter = HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
     session.mount("https://", adapter)

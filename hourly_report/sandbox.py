@@ -28,6 +28,7 @@ import math
 import re
 import secrets
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -922,7 +923,9 @@ class Sandbox:
         token_ttl: int = 7199,
         clock: Clock | None = None,
         delete_status: int = 200,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """``tls``: a server-side SSL context to serve HTTPS (tests of TLS options)."""
         self.state = SandboxState(
             tenant_id=tenant_id,
             client_id=client_id,
@@ -932,12 +935,20 @@ class Sandbox:
             delete_status=delete_status,
         )
         self._server = _Server((host, port), self.state)
+        if tls is not None:
+            # The handshake happens in the handler thread, on the first read.
+            self._server.socket = tls.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         bound_host, bound_port = self._server.server_address[:2]
         shown = _client_host(host, str(bound_host))
         self.host = shown
         self.port = int(bound_port)
+        scheme = "https" if tls is not None else "http"
         self.base_url = (
-            f"http://[{shown}]:{self.port}" if ":" in shown else f"http://{shown}:{self.port}"
+            f"{scheme}://[{shown}]:{self.port}"
+            if ":" in shown
+            else f"{scheme}://{shown}:{self.port}"
         )
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None

@@ -35,6 +35,7 @@ Scheme
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
@@ -136,14 +137,51 @@ def parse_day(text: str) -> date:
 
 
 def load_zone(name: str) -> ZoneInfo:
-    """Return the IANA time zone ``name``; ``ValueError`` if it is unknown or not a plain name."""
+    """Return the IANA time zone ``name``; ``ValueError`` if it is unknown or not a plain name.
+
+    UTC works even where the system has no time zone database (minimal containers);
+    any other zone then needs the OS's tzdata package or ``pip install tzdata``.
+    """
     error = ValueError(f"unknown time zone {name!r} (use an IANA name such as Europe/Paris)")
     if _ZONE_RE.fullmatch(name) is None:
         raise error
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError, UnicodeError):
+        if _no_zone_database():
+            if name == "UTC":
+                return ZoneInfo.from_file(io.BytesIO(_UTC_TZIF), key="UTC")
+            raise ValueError(
+                f"time zone {name!r} cannot be loaded: this system has no time zone database "
+                "(install the OS package tzdata, or 'pip install tzdata' in the venv)"
+            ) from None
         raise error from None
+
+
+# The TZif file of UTC (from the IANA database), for systems that have none.
+_UTC_TZIF = (
+    b"TZif2"
+    + bytes(15)
+    + bytes(19)
+    + b"\x01"
+    + bytes(3)
+    + b"\x01"
+    + bytes(7)
+    + b"TZif2"
+    + bytes(15)
+    + bytes(19)
+    + b"\x01"
+    + bytes(3)
+    + b"\x04"
+    + bytes(6)
+    + b"UTC\x00\nUTC0\n"
+)
+
+
+def _no_zone_database() -> bool:
+    import zoneinfo
+
+    return not zoneinfo.available_timezones()
 
 
 # --- formatting ----------------------------------------------------------------

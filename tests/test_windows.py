@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from itertools import pairwise
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -679,3 +683,37 @@ def test_iso_z_round_trip(at: datetime) -> None:
     assert from_iso_z(iso_z(at)) == at.replace(microsecond=0)
     assert parse_instant(api_time(at)) == at.replace(microsecond=at.microsecond // 1000 * 1000)
     assert parse_instant(iso_z(at)) == at.replace(microsecond=0)
+
+
+_NO_TZ_DATABASE = """
+import sys
+sys.modules["tzdata"] = None  # as if the tzdata package were not installed
+from hourly_report.windows import load_zone, windows_of_day
+from datetime import date
+day = windows_of_day(date(2026, 2, 12), load_zone("UTC"), "p")
+print(len(day), day[7].name)
+try:
+    load_zone("Europe/Paris")
+except ValueError as err:
+    print("ERROR", err)
+"""
+
+
+def test_utc_works_and_other_zones_explain_themselves_without_a_tz_database(
+    tmp_path: Path,
+) -> None:
+    empty = tmp_path / "no-zoneinfo"
+    empty.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_TZ_DATABASE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONTZPATH": str(empty)},
+    )
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.splitlines()
+    assert first == "24 p-2026-02-12-0700-0800"
+    assert second.startswith("ERROR time zone 'Europe/Paris' cannot be loaded: ")
+    assert "pip install tzdata" in second
