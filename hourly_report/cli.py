@@ -24,7 +24,7 @@ from hourly_report.errors import HourlyReportError
 
 if TYPE_CHECKING:
     from hourly_report.config import Settings
-    from hourly_report.jobs import Job, JobResult, Outcome, StatusRow
+    from hourly_report.jobs import Job, JobResult, StatusRow
     from hourly_report.logs import TailBuffer
 
 LOGGER = "hourly_report"
@@ -127,13 +127,18 @@ class State:
             self._settings = config.load(config.resolve_path(self.config_path, os.environ))
         return self._settings
 
-    def job(self, at: datetime | None, progress: Callable[[Outcome], None] | None = None) -> Job:
+    def job(self, at: datetime | None, bar: Any = None) -> Job:
+        """A Job at ``at`` (default now); ``bar``: a click progress bar to drive, if any."""
         from hourly_report.clock import SystemClock
         from hourly_report.jobs import Job
 
         clock = SystemClock()
         now = at or datetime.fromtimestamp(clock.time(), tz=timezone.utc)
-        return Job(self.settings(), clock, now, emit=_emit, progress=progress)
+        job = Job(self.settings(), clock, now, emit=_emit)
+        if bar is not None:
+            job.progress = lambda outcome: bar.update(1)
+            job.expect = lambda total: setattr(bar, "length", max(total, 1))
+        return job
 
 
 class Group(click.Group):
@@ -280,8 +285,8 @@ def backfill(
     from hourly_report.windows import days_between
 
     days = _days(day, first, last, yes, days_between)
-    with _progress("backfill", state) as progress:
-        job = state.job(at, progress)
+    with _progress("backfill", state) as bar:
+        job = state.job(at, bar)
         job.retry_unknown = retry_unknown
         result = _execute(
             state, job, lambda: jobs.backfill(job, days, dry_run=dry_run), monitored=not dry_run
@@ -337,8 +342,8 @@ def cleanup(
     """
     from hourly_report import jobs
 
-    with _progress("cleanup", state) as progress:
-        job = state.job(at, progress)
+    with _progress("cleanup", state) as bar:
+        job = state.job(at, bar)
         result = _execute(
             state,
             job,
@@ -420,13 +425,13 @@ def _terminate_as_exit() -> Iterator[None]:
 
 
 @contextmanager
-def _progress(label: str, state: State) -> Iterator[Callable[[Outcome], None] | None]:
+def _progress(label: str, state: State) -> Iterator[Any]:
     """A progress bar on stderr, only when stderr is a terminal and logs are quiet."""
     if not sys.stderr.isatty() or state.log_level in ("DEBUG", "INFO"):
         yield None
         return
-    with click.progressbar(length=0, label=label, file=sys.stderr) as bar:
-        yield lambda outcome: bar.update(1)
+    with click.progressbar(length=1, label=label, file=sys.stderr) as bar:
+        yield bar
 
 
 def _exit(code: int) -> None:

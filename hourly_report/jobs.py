@@ -94,6 +94,7 @@ class Job:
     now: datetime
     emit: Callable[[str], None] = print
     progress: Callable[[Outcome], None] | None = None
+    expect: Callable[[int], None] | None = None  # told how many items the job will handle
     retry_unknown: bool = False  # re-send creates whose earlier outcome was unknown
     _client: OpsRampClient | None = None
     _deadline: Deadline | None = None
@@ -185,6 +186,8 @@ def _create(job: Job, action: str, selected: list[Window], dry_run: bool) -> Job
     if dry_run:
         return _plan_creates(job, action, selected)
     result = JobResult(action)
+    if job.expect is not None:
+        job.expect(len(selected))
     with Ledger.open(job.settings.ledger_path) as ledger:
         for index, window in enumerate(selected):
             try:
@@ -374,6 +377,8 @@ def _cleanup_targets(
 
 def _delete_all(job: Job, ledger: Ledger, targets: list[tuple[str, str]]) -> JobResult:
     result = JobResult("cleanup")
+    if job.expect is not None:
+        job.expect(len(targets))
     for index, (name, analysis_id) in enumerate(targets):
         try:
             job.report(result, _delete_one(job, ledger, name, analysis_id))

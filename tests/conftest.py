@@ -208,3 +208,13 @@ def without_root_override() -> list[str]:
     assert setpriv, "running as root needs util-linux setpriv to test permission errors"
     caps = "-dac_override,-dac_read_search"
     return [setpriv, "--bounding-set", caps, "--inh-caps", caps]
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A port on 127.0.0.1 where nothing listens (connection refused)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
