@@ -342,6 +342,8 @@ def cleanup(
     """
     from hourly_report import jobs
 
+    if any(not analysis_id.strip() for analysis_id in ids):
+        raise click.UsageError("--id needs a non-empty analysis ID")
     with _progress("cleanup", state) as bar:
         job = state.job(at, bar)
         result = _execute(

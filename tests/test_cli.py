@@ -230,6 +230,7 @@ def test_without_any_config_the_error_says_how_to_give_one(sandbox, invoke):
         pytest.param(["run", "--at", "yesterday"], "yesterday", id="at-not-a-time"),
         pytest.param(["cleanup", "--date", "today"], "today", id="cleanup-date-word"),
         pytest.param(["status", "--max-age", "2 hours"], "duration", id="bad-duration"),
+        pytest.param(["cleanup", "--id", " "], "non-empty analysis ID", id="blank-id"),
     ],
 )
 def test_bad_arguments_exit_2_naming_the_problem_and_touch_nothing(
@@ -512,3 +513,14 @@ def test_version_and_help_do_not_import_the_heavy_modules(flag: str) -> None:
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
     assert "click" in imported
     assert not imported & {"requests", "urllib3", "tenacity", "sqlite3", "json", "logging"}
+
+
+def test_usage_errors_are_one_line_from_the_installed_command(config_path, sandbox):
+    result = run_process(config_path, "backfill", "--date", "2026-02-30")
+
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "hourly-report: error: Invalid value for '--date': invalid date '2026-02-30': "
+        "day is out of range for month (see 'hourly-report backfill --help')"
+    ]
+    assert sandbox.state.count() == 0
