@@ -4,8 +4,8 @@ One :class:`OpsRampClient` per invocation holds one ``requests.Session`` (so a
 whole job reuses one connection), fetches a token lazily and refreshes it
 ``token_refresh_margin_seconds`` before expiry (tracked on a monotonic clock).
 
-The retry rules live in :func:`classify` and are the design's
-"Which failures may be retried":
+The retry rules live in :func:`classify_exception` and :func:`classify_status`,
+following the design's "Which failures may be retried":
 
 ==================  =========================  ======================================
 failure             token / delete             create (not idempotent)
