@@ -33,6 +33,7 @@ PROG = "hourly-report"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MAX_DAYS_WITHOUT_YES = 31
 STATUS_GRACE = timedelta(minutes=15)
+FUTURE_TOLERANCE = timedelta(minutes=1)  # clock skew between hosts
 
 
 # --- parameter types ------------------------------------------------------------------
@@ -44,9 +45,13 @@ def _parse_timestamp(ctx: click.Context, param: click.Parameter, value: Any) -> 
     from hourly_report.windows import parse_instant
 
     try:
-        return parse_instant(value)
+        instant = parse_instant(value)
     except ValueError as err:
         raise click.BadParameter(str(err), ctx, param) from None
+    # A window that has not really ended must never be created, whatever --at says.
+    if instant > datetime.now(timezone.utc) + FUTURE_TOLERANCE:
+        raise click.BadParameter(f"{value!r} is in the future", ctx, param)
+    return instant
 
 
 def _parse_day(ctx: click.Context, param: click.Parameter, value: Any) -> Any:

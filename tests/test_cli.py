@@ -228,6 +228,7 @@ def test_without_any_config_the_error_says_how_to_give_one(sandbox, invoke):
         ),
         pytest.param(["run", "--at", "2026-02-12T08:05:00"], "offset", id="at-without-zone"),
         pytest.param(["run", "--at", "yesterday"], "yesterday", id="at-not-a-time"),
+        pytest.param(["run", "--at", "2099-01-01T00:05:00Z"], "future", id="at-in-the-future"),
         pytest.param(["cleanup", "--date", "today"], "today", id="cleanup-date-word"),
         pytest.param(["status", "--max-age", "2 hours"], "duration", id="bad-duration"),
         pytest.param(["cleanup", "--id", " "], "non-empty analysis ID", id="blank-id"),
