@@ -313,7 +313,8 @@ def fault_from_json(data: object) -> tuple[str, Fault, int]:
         raise ValueError("body: must be a string or null")
     if not isinstance(act, bool):
         raise ValueError("act: must be a boolean")
-    fault = Fault(str(data.get("kind")), status, body, dict(headers), float(delay), act)
+    kind = data.get("kind", "status")  # {"endpoint": "create", "status": 503} is enough
+    fault = Fault(str(kind), status, body, dict(headers), float(delay), act)
     _check_fault(str(data.get("endpoint")), fault, times)
     return str(data["endpoint"]), fault, times
 

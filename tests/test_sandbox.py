@@ -576,3 +576,9 @@ def test_serve_forever_stopped_from_other_thread() -> None:
     sb.stop()
     thread.join(timeout=5)
     assert not thread.is_alive()
+
+
+def test_a_fault_without_a_kind_is_a_status_fault(client: Client, sandbox: Sandbox) -> None:
+    assert client.control("faults", {"endpoint": "create", "status": 503}).ok
+    assert client.create().status_code == 503
+    assert client.create().status_code == 200
