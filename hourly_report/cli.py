@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from hourly_report import __version__
-from hourly_report.errors import HourlyReportError
+from hourly_report.errors import HourlyReportError, TerminatedError
 
 if TYPE_CHECKING:
     from hourly_report.config import Settings
@@ -67,6 +67,7 @@ def _parse_day(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 
 _DURATION_PART = re.compile(r"(\d+)([smhd])")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_UNITS_DESC = sorted(_DURATION_UNITS.items(), key=lambda item: -item[1])
 
 
 def _parse_duration(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -418,7 +419,10 @@ def _terminate_as_exit() -> Iterator[None]:
     import signal
 
     def handler(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
+        raise TerminatedError(
+            "terminated by SIGTERM (systemd stop or timeout?); a window being created at "
+            "that moment is recorded as unknown (see 'hourly-report status')"
+        )
 
     try:
         previous = signal.signal(signal.SIGTERM, handler)
@@ -475,32 +479,47 @@ def status(
 
     settings = state.settings()
     now = at or datetime.now(timezone.utc)
+    import json
+
     if max_age is not None:
         problems = jobs.freshness_problems(settings, now, max_age, STATUS_GRACE)
-        click.echo(("CRITICAL: " + "; ".join(problems)) if problems else "OK: all windows created")
+        if as_json:
+            click.echo(json.dumps({"ok": not problems, "problems": problems}, indent=2))
+        elif problems:
+            click.echo("CRITICAL: " + "; ".join(problems))
+        else:
+            click.echo(f"OK: every window of the last {_human(max_age)} created, none failed")
         _exit(1 if problems else 0)
         return
     rows = jobs.day_status(settings, day or windows.today(now, settings.report.zone), now)
     if as_json:
-        import json
-
         click.echo(json.dumps([row.to_json() for row in rows], indent=2))
     else:
         click.echo(_table(rows))
 
 
+def _human(duration: timedelta) -> str:
+    """``2h``, ``1h30m``, ``1d``: a duration as the operator wrote it."""
+    seconds, text = int(duration.total_seconds()), ""
+    for unit, size in _DURATION_UNITS_DESC:
+        if seconds >= size:
+            text += f"{seconds // size}{unit}"
+            seconds %= size
+    return text or "0s"
+
+
 def _table(rows: list[StatusRow]) -> str:
     from hourly_report.windows import iso_z
 
-    header = ("NAME", "START (UTC)", "END (UTC)", "STATE", "ANALYSIS ID", "LAST ERROR")
+    header = ("NAME", "START (UTC)", "END (UTC)", "ANALYSIS ID", "STATE", "LAST ERROR")
     lines = [
         (
             r.name,
             iso_z(r.window_start),
             iso_z(r.window_end),
-            r.state,
             r.analysis_id or "-",
-            _clip(r.last_error or "", 60),
+            r.state,
+            _clip(r.last_error or "", 80),
         )
         for r in rows
     ]

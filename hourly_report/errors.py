@@ -52,3 +52,9 @@ class ServiceUnavailableError(ApiError):
 
 class DeadlineExceededError(HourlyReportError):
     """The invocation's total time budget ran out (attempts plus waits)."""
+
+
+class TerminatedError(HourlyReportError):
+    """SIGTERM arrived (systemd stop or start timeout, ``kill``): stop where we are."""
+
+    exit_code = 143  # 128 + SIGTERM, as a shell reports it

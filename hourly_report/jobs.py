@@ -81,8 +81,13 @@ class JobResult:
         counts.append(f"{len(self.failures)} failed")
         text = f"{self.action}: " + ", ".join(counts)
         if self.failures:
-            text += " (" + ", ".join(o.name for o in self.failures) + ")"
+            text += " (" + ", ".join(_failure_label(o) for o in self.failures) + ")"
         return text
+
+
+def _failure_label(outcome: Outcome) -> str:
+    plain = outcome.result in ("failed", "delete_failed")
+    return outcome.name if plain else f"{outcome.name}: {outcome.result}"
 
 
 @dataclass
@@ -214,6 +219,7 @@ def _create_one(job: Job, ledger: Ledger, window: Window) -> Outcome:
     if skipped is not None:
         return skipped
     body = payloads.analysis_body(window, job.tenant, job.settings.report)
+    retry_hint = f"hourly-report backfill --date {_day_of(job, window)}"
     try:
         analysis_id = job.client().create_analysis(body)
     except STOPPING_ERRORS as err:
@@ -221,11 +227,11 @@ def _create_one(job: Job, ledger: Ledger, window: Window) -> Outcome:
         raise
     except OutcomeUnknownError as err:
         _record_failure(job, ledger, window, str(err), unknown=True)
-        log.error("%s: %s", window.name, err, extra=fields)
+        log.error("%s; then '%s --retry-unknown'", err, retry_hint, extra=fields)
         return Outcome(window.name, "unknown", error=str(err))
     except ApiError as err:
         _record_failure(job, ledger, window, str(err), unknown=False)
-        log.error("%s failed: %s", window.name, err, extra=fields)
+        log.error("%s (retry with '%s')", err, retry_hint, extra=fields)
         return Outcome(window.name, "failed", error=str(err))
     except BaseException:
         # SIGTERM, Ctrl-C: the request may have reached OpsRamp.
@@ -252,20 +258,18 @@ def _skipped(claim: Claim, window: Window, fields: dict[str, Any]) -> Outcome | 
         return Outcome(window.name, "busy")
     if claim.status is ClaimStatus.HELD:
         message = (
-            f"not re-sent: an earlier create's outcome is unknown ({claim.row.last_error}); "
-            "check in OpsRamp whether it exists, then re-run with --retry-unknown "
-            "(or delete a stray copy with cleanup --id)"
+            f"{window.name} not re-sent: {claim.row.last_error or 'outcome unknown'}. Check in "
+            "OpsRamp whether it exists, then re-run with --retry-unknown"
         )
-        log.error("%s %s", window.name, message, extra=fields)
+        log.error("%s", message, extra=fields)
         return Outcome(window.name, "held", error=message)
     if claim.recovered:
-        log.warning(
-            "%s: an earlier attempt was interrupted mid-request; its outcome is unknown, "
-            "creating it again (check OpsRamp for a duplicate)",
-            window.name,
-            extra=fields,
-        )
+        log.info("%s: retrying an interrupted create, as asked", window.name, extra=fields)
     return None
+
+
+def _day_of(job: Job, window: Window) -> date:
+    return windows.day_of(window.start, job.settings.report.zone)
 
 
 def _record_created(job: Job, ledger: Ledger, window: Window, analysis_id: str) -> None:
@@ -296,6 +300,12 @@ def _record_failure(job: Job, ledger: Ledger, window: Window, error: str, *, unk
         record(job.tenant, window.start, error, now=job.wall_now())
     except LedgerError as err:
         log.error("%s: could not record the failure in the ledger: %s", window.name, err)
+
+
+def _reason(error: str, name: str) -> str:
+    """The error as the ledger keeps it: no window name (the row has it), no advice."""
+    reason = error.removeprefix(f"create analysis {name}: ")
+    return reason.split("; check in OpsRamp", 1)[0]
 
 
 def _plan_creates(job: Job, action: str, selected: list[Window]) -> JobResult:
@@ -485,20 +495,24 @@ def day_status(settings: Settings, day: date, now: datetime) -> list[StatusRow]:
 def freshness_problems(
     settings: Settings, now: datetime, max_age: timedelta, grace: timedelta
 ) -> list[str]:
-    """Why monitoring should alert: nothing created within ``max_age``, or a window missed.
+    """Why monitoring should alert: nothing created within ``max_age``, a recent window
+    missing, or any window anywhere in the ledger still failed or of unknown outcome.
 
     Windows that ended less than ``grace`` ago are not judged yet (cron runs at :05).
     """
     rows = status(settings, now - max_age - timedelta(hours=1), now, now)
     judged = [r for r in rows if now - max_age <= r.window_end <= now - grace]
-    problems = [
-        f"{r.name} is {r.state}" + (f": {r.last_error}" if r.last_error else "")
-        for r in judged
-        if r.state in ("missing", "failed", "unknown", "pending")
+    problems = [f"{r.name} is {r.state}" for r in judged if r.state in ("missing", "pending")]
+    with Ledger.open(settings.ledger_path, read_only=True) as ledger:
+        unresolved = ledger.unresolved(settings.opsramp.tenant_id)
+    problems += [
+        f"{r.name} is {r.state}" + (f" ({r.last_error})" if r.last_error else "")
+        for r in unresolved
     ]
     produced = [r for r in rows if r.analysis_id and r.window_end >= now - max_age]
     if not produced:
-        problems.insert(0, f"no analysis created for a window ending in the last {max_age}")
+        hours = max_age.total_seconds() / 3600
+        problems.insert(0, f"no analysis created for a window ending in the last {hours:g} h")
     return problems
 
 

@@ -87,6 +87,8 @@ class Claim:
     row: Row
     # True when a stale pending claim was taken over: that earlier create's
     # outcome is unknown, so the caller should say so.
+    # True when a stale pending claim (its owner died mid-request) was found: the
+    # window is HELD as unknown, or CLAIMED again when the caller asked to retry.
     recovered: bool = False
 
 
@@ -209,6 +211,10 @@ UPDATE windows
 SET state = 'unknown', last_error = ?, owner = NULL, updated_at = ?
 WHERE tenant_id = ? AND window_start = ? AND state IN ('pending', 'failed', 'unknown')
   AND (owner IS NULL OR owner = ?)"""
+_SET_ABANDONED = """
+UPDATE windows
+SET state = 'unknown', last_error = ?, owner = NULL, updated_at = ?
+WHERE tenant_id = ? AND window_start = ? AND state = 'pending'"""
 _SET_DELETED = """
 UPDATE windows
 SET state = 'deleted', last_error = NULL, owner = NULL, updated_at = ?
@@ -238,6 +244,11 @@ WHERE tenant_id = ? AND state IN ('created', 'deleted', 'delete_failed')
   AND analysis_id IS NOT NULL
 ORDER BY window_start DESC LIMIT 1"""  # noqa: S608
 
+_UNRESOLVED = f"""
+SELECT {_COLUMNS} FROM windows
+WHERE tenant_id = ? AND state IN ('failed', 'unknown')
+ORDER BY window_start"""  # noqa: S608
+
 _SAMPLE_START = "2026-02-12T00:00:00Z"
 _SAMPLE_END = "2026-02-13T00:00:00Z"
 _PLANNED_QUERIES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -246,6 +257,7 @@ _PLANNED_QUERIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "claim": (_SELECT_WINDOW, ("t", _SAMPLE_START)),
     "row_for_analysis": (_ROW_FOR_ANALYSIS, ("t", "a")),
     "last_created": (_LAST_CREATED, ("t",)),
+    "unresolved": (_UNRESOLVED, ("t",)),
 }
 
 
@@ -259,6 +271,7 @@ class Ledger:
         self._conn = conn
         self.path = path
         self.read_only = read_only
+        self._identity = None if read_only else _file_identity(path)
 
     @classmethod
     def open(cls, path: Path, *, busy_timeout: float = 30.0, read_only: bool = False) -> Ledger:
@@ -324,8 +337,21 @@ class Ledger:
         """``BEGIN IMMEDIATE`` … ``COMMIT``; ``ROLLBACK`` if the block raises."""
         if self.read_only:
             raise LedgerError(f"ledger {self.path} was opened read-only; nothing was written")
+        self._ensure_same_file()
         with _immediate(self._conn, self.path) as conn:
             yield conn
+
+    def _ensure_same_file(self) -> None:
+        """Refuse to write into a file that was deleted or replaced under us.
+
+        SQLite would go on writing to the unlinked inode, and every ID recorded there
+        would be lost: better to fail loudly, naming what was created.
+        """
+        if self._identity is not None and _file_identity(self.path) != self._identity:
+            raise LedgerError(
+                f"ledger {self.path} was removed or replaced while this run was using it; "
+                "nothing more is written to it"
+            )
 
     # --- writes -------------------------------------------------------------------
 
@@ -350,6 +376,12 @@ class Ledger:
             status, recovered = _decide(current, me, now, lease_seconds, retry_unknown)
             if status is ClaimStatus.CLAIMED:
                 _write_claim(conn, key, window, me, _iso(now), insert=current is None)
+            elif status is ClaimStatus.HELD and recovered and current is not None:
+                error = (
+                    f"the process that was creating it ({current.owner}) stopped mid-request; "
+                    "outcome unknown"
+                )
+                conn.execute(_SET_ABANDONED, (error, _iso(now), *key))
             row = _to_row(conn.execute(_SELECT_WINDOW, key).fetchone())
         return Claim(status, row, recovered)
 
@@ -415,6 +447,10 @@ class Ledger:
         rows = self._select(_LAST_CREATED, (tenant_id,))
         return rows[0] if rows else None
 
+    def unresolved(self, tenant_id: str) -> list[Row]:
+        """Windows whose create failed or has an unknown outcome, whenever that was."""
+        return self._select(_UNRESOLVED, (tenant_id,))
+
     def check_writable(self) -> None:
         """Raise :class:`LedgerError` unless this process can write the ledger now."""
         if self.read_only:
@@ -460,7 +496,9 @@ def _decide(
     if current.state in _HAS_ANALYSIS:
         return ClaimStatus.DONE, False
     if _is_stale(current, me, now, lease_seconds):
-        return ClaimStatus.CLAIMED, True
+        # Its owner died (kill -9, OOM, reboot) with the create possibly sent: the
+        # outcome is unknown, so it is held like any other unknown outcome.
+        return (ClaimStatus.CLAIMED if retry_unknown else ClaimStatus.HELD), True
     return ClaimStatus.BUSY, False
 
 
@@ -533,6 +571,8 @@ def _check_same_analysis(
 
 def _create_file(path: Path) -> None:
     """Create the file owner-only before sqlite sees it, or vet the existing one."""
+    if path.is_dir():
+        raise LedgerError(f"ledger path {path} is a directory; set [ledger] path to a file")
     _create_parent(path.parent)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
@@ -550,6 +590,9 @@ def _create_file(path: Path) -> None:
 def _create_parent(parent: Path) -> None:
     if parent.is_dir():
         return
+    blocker = next((p for p in (parent, *parent.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise LedgerError(f"cannot create ledger directory {parent}: {blocker} is not a directory")
     try:
         parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(parent, 0o700)  # mkdir's mode is filtered by the umask
@@ -613,6 +656,8 @@ def _closing_on_error(conn: sqlite3.Connection, path: Path) -> Iterator[None]:
         yield
     except sqlite3.Error as exc:
         conn.close()
+        if "malformed" in str(exc):
+            raise _ledger_error(path, exc) from exc
         raise LedgerError(f"cannot open ledger {path}: {exc}") from exc
     except BaseException:
         conn.close()
@@ -705,10 +750,23 @@ def _is_locked(exc: sqlite3.Error) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 def _ledger_error(path: Path, exc: sqlite3.Error) -> LedgerError:
     if _is_locked(exc):
         return LedgerError(
             f"ledger {path} stayed locked by another process past the busy timeout: {exc}"
+        )
+    if isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc):
+        return LedgerError(
+            f"ledger {path} is damaged ({exc}); move it aside and restore it from a backup "
+            "(or start a new one: status and cleanup will not know the old analyses)"
         )
     return LedgerError(f"ledger {path}: {exc}")
 

@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
+from hourly_report.sandbox import Fault
 from tests.conftest import ledger_rows, run_process, start_process
 
 pytestmark = pytest.mark.slow
@@ -73,7 +74,7 @@ def test_six_runs_started_together_create_one_analysis_each_hour_repeatedly(
     assert {r.analysis_id for r in rows} == set(sandbox.state.analyses)
 
 
-def test_a_backfill_killed_mid_way_is_completed_by_the_next_backfill(
+def test_a_backfill_killed_mid_way_is_completed_without_resending_blindly(
     sandbox, config_path, ledger_path
 ):
     sandbox.state.set_latency(request=0.05)
@@ -85,8 +86,7 @@ def test_a_backfill_killed_mid_way_is_completed_by_the_next_backfill(
     os.kill(process.pid, signal.SIGKILL)
     process.communicate(timeout=30)
     assert process.returncode == -signal.SIGKILL
-    created_before_kill = len(sandbox.state.names)
-    assert 6 <= created_before_kill < 24
+    assert 6 <= len(sandbox.state.names) < 24
 
     shown = run_process(config_path, "status", "--date", D, "--json", "--at", "2026-02-13T01:00Z")
     assert shown.returncode == 0, shown.stderr
@@ -95,17 +95,32 @@ def test_a_backfill_killed_mid_way_is_completed_by_the_next_backfill(
     assert len(states) == 24
     assert states.count("created") >= 5
     assert set(states) <= {"created", "pending", "missing"}
+    assert states.count("pending") <= 1  # the create in flight when it was killed
 
     sandbox.state.set_latency(request=0.0)
+    sent_before = sandbox.state.count("create")
     done = run_process(config_path, *args)
 
-    assert done.returncode == 0, done.stderr
+    # Every window is created except the one in flight at the kill (if any): its
+    # outcome is unknown, so it is held, not re-sent blindly.
+    held = [r for r in ledger_rows(ledger_path) if r.state == "unknown"]
+    assert len(held) == states.count("pending")
+    assert sandbox.state.count("create") == sent_before + states.count("missing")
     assert "locked" not in done.stderr
+    if held:
+        assert done.returncode == 1
+        assert f"{held[0].name} not re-sent" in done.stderr
+        assert "--retry-unknown" in done.stderr
+    else:
+        assert done.returncode == 0, done.stderr
+
+    confirmed = run_process(config_path, *args, "--retry-unknown")
+
+    assert confirmed.returncode == 0, confirmed.stderr
     rows = ledger_rows(ledger_path)
     assert [r.state for r in rows] == ["created"] * 24
     assert {r.analysis_id for r in rows} <= set(sandbox.state.analyses)
-    assert 24 <= sandbox.state.count("create") <= 25  # at most the one in flight is repeated
-    assert len(sandbox.state.duplicate_names()) <= 1
+    assert 24 <= sandbox.state.count("create") <= 25
 
 
 def test_a_run_racing_a_cleanup_loses_no_analysis_and_never_sees_a_locked_ledger(
@@ -144,3 +159,26 @@ def test_a_run_racing_a_cleanup_loses_no_analysis_and_never_sees_a_locked_ledger
         assert rows[analysis_id].state == "deleted"
     # Everything but the last day's 23:00 hour may remain: each cleanup ran after its day ended.
     assert len(sandbox.state.analyses) <= 1
+
+
+def test_sigterm_mid_create_records_the_window_unknown_and_says_so(
+    sandbox, config_path, ledger_path
+):
+    sandbox.state.inject("create", Fault("slow", delay=3.0))
+    process = start_process(config_path, "run", "--at", f"{D}T08:05:00Z")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if ledger_path.exists() and [r.state for r in ledger_rows(ledger_path)] == ["pending"]:
+            break
+        time.sleep(0.02)
+    time.sleep(0.3)  # the create is on the wire, waiting for the slow answer
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+
+    assert process.returncode == 143
+    assert stderr.strip().splitlines() == [
+        "hourly-report: error: terminated by SIGTERM (systemd stop or timeout?); a window "
+        "being created at that moment is recorded as unknown (see 'hourly-report status')"
+    ]
+    [row] = ledger_rows(ledger_path)
+    assert (row.state, row.last_error) == ("unknown", "interrupted while creating: outcome unknown")

@@ -410,10 +410,21 @@ def test_status_table_shows_every_window_of_the_day_including_missing_ones(
 
     assert result.exit_code == 0
     header, *lines = result.stdout.strip().splitlines()
-    assert header.split()[:2] == ["NAME", "START"]
+    assert header.split() == [
+        "NAME",
+        "START",
+        "(UTC)",
+        "END",
+        "(UTC)",
+        "ANALYSIS",
+        "ID",
+        "STATE",
+        "LAST",
+        "ERROR",
+    ]
     assert len(lines) == 24
     assert [line.split()[0] for line in lines] == day_names(D)
-    states = [line.split()[3] for line in lines]
+    states = [line.split()[4] for line in lines]
     assert states == ["created"] * 10 + ["missing"] * 2 + ["upcoming"] * 12
     assert all(aid in result.stdout for aid in sandbox.state.analyses)
 
@@ -631,3 +642,26 @@ def test_a_cleanup_whose_fresh_token_is_refused_stops_and_the_next_night_finishe
     assert again.exit_code == 0, again.stderr
     assert sandbox.state.analyses == {}
     assert [row_named(ledger_path, n).state for n in day_names(D, range(3))] == ["deleted"] * 3
+
+
+def test_status_max_age_keeps_flagging_a_failed_window_until_it_is_fixed(
+    sandbox, config_path, invoke
+):
+    sandbox.state.inject("create", Fault("status", status=400))
+    assert invoke(config_path, "run", "--at", "2026-02-12T08:05:00Z").exit_code == 1
+    for hour in range(9, 20):
+        assert invoke(config_path, "run", "--at", f"2026-02-12T{hour:02d}:05:00Z").exit_code == 0
+
+    late = invoke(config_path, "status", "--max-age", "2h", "--at", "2026-02-12T19:30:00Z")
+
+    assert late.exit_code == 1
+    assert late.stdout.startswith("CRITICAL: hourly-perf-report-2026-02-12-0700-0800 is failed")
+    assert "HTTP 400" in late.stdout
+
+    fixed = invoke(config_path, "backfill", "--date", D, "--at", "2026-02-12T19:30:00Z")
+    assert fixed.exit_code == 0
+    healthy = invoke(
+        config_path, "status", "--max-age", "2h", "--json", "--at", "2026-02-12T19:30:00Z"
+    )
+    assert healthy.exit_code == 0
+    assert json.loads(healthy.stdout) == {"ok": True, "problems": []}

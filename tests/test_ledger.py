@@ -351,20 +351,56 @@ def test_a_fresh_claim_by_another_live_process_is_busy(
         pytest.param(f"{socket.gethostname()}:{os.getppid()}", LEASE + 60, id="live-but-expired"),
     ],
 )
-def test_a_stale_claim_is_taken_over_and_flagged_recovered(
+def test_a_stale_claim_is_held_as_unknown_and_retried_only_when_asked(
     ledger: Ledger, owner: str, age_seconds: float
 ) -> None:
     set_pending(ledger, 5, owner, NOW - timedelta(seconds=age_seconds))
-    claim = ledger.claim(TENANT, hour(5), now=NOW, lease_seconds=LEASE)
-    assert (claim.status, claim.recovered) == (ClaimStatus.CLAIMED, True)
-    assert claim.row.owner == f"{socket.gethostname()}:{os.getpid()}"
-    assert (claim.row.state, claim.row.attempts, claim.row.updated_at) == ("pending", 2, NOW)
+
+    held = ledger.claim(TENANT, hour(5), now=NOW, lease_seconds=LEASE)
+    assert (held.status, held.recovered) == (ClaimStatus.HELD, True)
+    assert (held.row.state, held.row.owner, held.row.attempts) == ("unknown", None, 1)
+    assert held.row.last_error == (
+        f"the process that was creating it ({owner}) stopped mid-request; outcome unknown"
+    )
+    again = ledger.claim(TENANT, hour(5), now=NOW, lease_seconds=LEASE)
+    assert (again.status, again.recovered) == (ClaimStatus.HELD, False)
+
+    retried = ledger.claim(TENANT, hour(5), now=NOW, lease_seconds=LEASE, retry_unknown=True)
+    assert retried.status is ClaimStatus.CLAIMED
+    assert retried.row.owner == f"{socket.gethostname()}:{os.getpid()}"
+    assert (retried.row.state, retried.row.attempts, retried.row.updated_at) == (
+        "pending",
+        2,
+        NOW,
+    )
 
 
-def test_the_same_process_may_claim_its_own_pending_window_again(ledger: Ledger) -> None:
+def test_a_pending_claim_of_this_very_process_counts_as_interrupted(ledger: Ledger) -> None:
     ledger.claim(TENANT, hour(6), now=NOW, lease_seconds=LEASE)
     again = ledger.claim(TENANT, hour(6), now=NOW, lease_seconds=LEASE)
-    assert (again.status, again.recovered, again.row.attempts) == (ClaimStatus.CLAIMED, True, 2)
+    assert (again.status, again.recovered, again.row.state) == (ClaimStatus.HELD, True, "unknown")
+    retried = ledger.claim(TENANT, hour(6), now=NOW, lease_seconds=LEASE, retry_unknown=True)
+    assert (retried.status, retried.row.attempts) == (ClaimStatus.CLAIMED, 2)
+
+
+def test_a_ledger_removed_during_a_run_is_not_written_to(db: Path) -> None:
+    with Ledger.open(db) as ledger:
+        ledger.claim(TENANT, hour(7), now=NOW, lease_seconds=LEASE)
+        db.unlink()
+        with pytest.raises(LedgerError, match="was removed or replaced while this run"):
+            ledger.record_created(TENANT, hour(7).start, "a-7", now=NOW)
+
+
+def test_a_ledger_path_that_is_a_directory_is_named(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError, match="is a directory; set \\[ledger\\] path to a file"):
+        Ledger.open(tmp_path)
+
+
+def test_a_ledger_under_a_regular_file_names_the_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    with pytest.raises(LedgerError, match=f"{blocker} is not a directory"):
+        Ledger.open(blocker / "sub" / "ledger.sqlite3")
 
 
 def test_tenants_do_not_share_windows(ledger: Ledger) -> None:
