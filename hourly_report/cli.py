@@ -96,7 +96,8 @@ at_option = click.option(
     "--at",
     metavar="TIMESTAMP",
     callback=_parse_timestamp,
-    help="Act as if the time were TIMESTAMP (UTC, e.g. 2026-02-12T08:05:00Z). Default: now.",
+    help="Act as if it were TIMESTAMP (ISO 8601 with Z or an offset, e.g. "
+    "2026-02-12T08:05:00Z; not in the future). Default: now.",
 )
 retry_unknown_option = click.option(
     "--retry-unknown",
@@ -575,7 +576,7 @@ def check(state: State) -> None:
 def sandbox(host: str, port: int, tenant_id: str, client_id: str, client_secret: str) -> None:
     """Serve a local OpsRamp-compatible API (token, create, delete) for rehearsals.
 
-    Faults can be injected over HTTP (see README, "Sandbox"), e.g.
+    Faults can be injected over HTTP (see the README, "sandbox and demo"), e.g.
     curl -X POST localhost:8080/_sandbox/faults -d '{"endpoint":"create","status":503}'
 
     \b
@@ -599,8 +600,11 @@ def demo(state: State) -> None:
     """Run the main job end to end against a built-in sandbox, and show the result.
 
     Starts a local OpsRamp sandbox on a free port, writes a throw-away config and
-    ledger in a temporary directory, then runs: run, backfill of yesterday,
-    status, cleanup, status. Nothing leaves this machine.
+    ledger in a temporary directory, then runs: run, run again (nothing to do),
+    backfill of yesterday, status, cleanup, status. Nothing leaves this machine.
+
+    \b
+    Example:  hourly-report demo
     """
     from hourly_report.demo import run_demo
 

@@ -58,7 +58,7 @@ def run_demo(echo: Callable[[str], None]) -> int:
             ["backfill", "--date", yesterday],
             ["status", "--date", yesterday],
             [*info, "cleanup"],
-            ["status"],
+            ["status", "--date", yesterday],
         ]
         worst = 0
         for args in steps:
@@ -67,13 +67,12 @@ def run_demo(echo: Callable[[str], None]) -> int:
             code = code if isinstance(code, int) else 0
             worst = max(worst, code)
             echo(f"(exit status {code})\n")
-        snap = server.state.snapshot()
+        requests = sum(1 for r in server.state.requests if r.endpoint != "control")
+        live = len(server.state.analyses)
         echo(
-            "The sandbox saw {requests} requests on {connections} connections; "
-            "{live} analyses remain (today's).".format(
-                requests=sum(1 for r in server.state.requests if r.endpoint != "control"),
-                connections=snap.get("connections", "?"),
-                live=len(server.state.analyses),
-            )
+            f"The sandbox saw {requests} requests on {server.state.connections} connections "
+            f"(one per command that had work to do). {live} "
+            f"{'analysis remains' if live == 1 else 'analyses remain'}: the last hour's, which the "
+            "next nightly cleanup deletes once today has ended."
         )
         return worst
