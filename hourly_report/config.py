@@ -32,8 +32,12 @@ log = logging.getLogger(__name__)
 CONFIG_ENV = "HOURLY_REPORT_CONFIG"
 CREDENTIAL_NAME = "opsramp_client_secret"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_TENANT = re.compile(r"^[A-Za-z0-9_.:-]+$")
+# First character alphanumeric: rules out "..", "." and "-x" (a path or an option).
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _PREFIX = re.compile(r"^[A-Za-z0-9_.-]+$")
+MAX_TENANT_ID = 128
+MAX_NAME_PREFIX = 100
+MAX_CLIENT_ID = 256
 T = TypeVar("T")
 
 
@@ -158,6 +162,10 @@ def load(path: Path, env: Mapping[str, str] | None = None) -> Settings:
     parser = _read(path)
     reader = _Reader(parser, path, env)
     reader.reject_unknown()
+    if not parser.has_section("opsramp"):
+        raise ConfigError(
+            f"{path} has no [opsramp] section (see config.ini in the project for an example)"
+        )
     settings = Settings(
         source=path,
         opsramp=_opsramp(reader),
@@ -173,20 +181,35 @@ def load(path: Path, env: Mapping[str, str] | None = None) -> Settings:
 def _read(path: Path) -> configparser.ConfigParser:
     parser = configparser.ConfigParser(interpolation=None, empty_lines_in_values=False)
     try:
-        # utf-8-sig: a BOM left by a Windows editor is not a "missing section header".
-        with path.open(encoding="utf-8-sig") as handle:
-            parser.read_file(handle)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
             f"configuration file {path} not found "
             f"(use --config PATH or set {CONFIG_ENV}; see config.ini in the project for an example)"
         ) from None
-    except (OSError, UnicodeDecodeError) as err:
+    except OSError as err:
         raise ConfigError(f"cannot read configuration file {path}: {err}") from None
+    try:
+        parser.read_string(_decode(path, data), source=str(path))
     except configparser.Error as err:
         first_line = str(err).splitlines()[0]
         raise ConfigError(f"{path}: not a valid INI file: {first_line}") from None
     return parser
+
+
+def _decode(path: Path, data: bytes) -> str:
+    """The file's text; a BOM left by a Windows editor is dropped, not a "missing
+    section header"; a byte that is not UTF-8 is named with its offset in the file."""
+    bom = b"\xef\xbb\xbf"
+    skipped = len(bom) if data.startswith(bom) else 0
+    try:
+        return data[skipped:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        offset = skipped + err.start
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{data[offset]:02x} at offset {offset}); "
+            "save the file as UTF-8"
+        ) from None
 
 
 class _Reader:
@@ -254,17 +277,28 @@ class _Reader:
 def _opsramp(reader: _Reader) -> OpsRampSettings:
     section = "opsramp"
     tenant = reader.required(section, "tenant_id")
+    if len(tenant) > MAX_TENANT_ID:
+        raise ConfigError(
+            f"{reader.where(section, 'tenant_id')}: {_excerpt(tenant)} is {len(tenant)} "
+            f"characters long; a tenant id has at most {MAX_TENANT_ID}"
+        )
     if not _TENANT.fullmatch(tenant):
         raise ConfigError(
             f"{reader.where(section, 'tenant_id')}: {tenant!r} is not a tenant id "
-            "(letters, digits, '-', '_', '.', ':' only)"
+            "(letters, digits, '-', '_', '.', ':' only, starting with a letter or digit)"
+        )
+    client_id = reader.required(section, "client_id")
+    if len(client_id) > MAX_CLIENT_ID:
+        raise ConfigError(
+            f"{reader.where(section, 'client_id')}: {_excerpt(client_id)} is "
+            f"{len(client_id)} characters long; a client id has at most {MAX_CLIENT_ID}"
         )
     timeout = reader.get(section, "timeout_seconds", 30.0, _positive_float)
     margin = reader.get(section, "token_refresh_margin_seconds", 300.0, _non_negative_float)
     return OpsRampSettings(
         base_url=_base_url(reader),
         tenant_id=tenant,
-        client_id=reader.required(section, "client_id"),
+        client_id=client_id,
         client_secret=_client_secret(reader),
         verify=_verify(reader),
         timeout_seconds=timeout,
@@ -301,13 +335,14 @@ def _client_secret(reader: _Reader) -> Secret:
     file_value = reader.raw(section, "client_secret_file")
     if file_value:
         secret_file = _relative_to(reader.path, file_value)
-        sources[reader.where(section, "client_secret_file")] = lambda: _read_secret_file(
-            secret_file
-        )
+        file_origin = reader.where(section, "client_secret_file")
+        sources[file_origin] = lambda: _read_secret_file(secret_file, f"set by {file_origin}")
     credentials = reader.env.get("CREDENTIALS_DIRECTORY")
     if credentials and (Path(credentials) / CREDENTIAL_NAME).exists():
         credential = Path(credentials) / CREDENTIAL_NAME
-        sources[f"systemd credential {credential}"] = lambda: _read_secret_file(credential)
+        sources[f"systemd credential {credential}"] = lambda: _read_secret_file(
+            credential, "systemd credential"
+        )
     if not sources:
         raise ConfigError(
             f"{reader.path} [opsramp]: no client secret: set client_secret or "
@@ -325,15 +360,20 @@ def _client_secret(reader: _Reader) -> Secret:
     return Secret(read())
 
 
-def _read_secret_file(path: Path) -> str:
+def _read_secret_file(path: Path, origin: str) -> str:
+    """The secret in ``path``; errors end with ``(origin)``: where the path was set."""
     try:
         value = path.read_text(encoding="utf-8").rstrip("\r\n")
     except OSError as err:
-        raise ConfigError(f"cannot read client secret file {path}: {err.strerror}") from None
+        raise ConfigError(
+            f"cannot read client secret file {path}: {err.strerror} ({origin})"
+        ) from None
     except UnicodeDecodeError:
-        raise ConfigError(f"cannot read client secret file {path}: not UTF-8 text") from None
+        raise ConfigError(
+            f"cannot read client secret file {path}: not UTF-8 text ({origin})"
+        ) from None
     if not value:
-        raise ConfigError(f"client secret file {path} is empty")
+        raise ConfigError(f"client secret file {path} is empty ({origin})")
     return value
 
 
@@ -360,6 +400,11 @@ def _verify(reader: _Reader) -> bool | str:
 def _report(reader: _Reader) -> ReportSettings:
     section, defaults = "report", ReportSettings()
     prefix = reader.get(section, "name_prefix", defaults.name_prefix, _text)
+    if len(prefix) > MAX_NAME_PREFIX:
+        raise ConfigError(
+            f"{reader.where(section, 'name_prefix')}: {_excerpt(prefix)} is {len(prefix)} "
+            f"characters long; at most {MAX_NAME_PREFIX} are allowed"
+        )
     if not _PREFIX.fullmatch(prefix):
         raise ConfigError(
             f"{reader.where(section, 'name_prefix')}: {prefix!r} may hold only letters, "
@@ -438,6 +483,11 @@ def _warn_if_exposed(path: Path, reader: _Reader) -> None:
             path,
             path,
         )
+
+
+def _excerpt(value: str, keep: int = 20) -> str:
+    """``'abcdefgh…'``: the start of an over-long value, for a one-line message."""
+    return repr(value if len(value) <= keep else value[:keep] + "…")
 
 
 def _relative_to(config_path: Path, value: str) -> Path:

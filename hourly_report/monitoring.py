@@ -3,7 +3,10 @@
 A ping is best effort: it is retried a few times, and a final failure is one
 warning line, never an exception — monitoring must not turn a good run into a bad
 one.  Ping URLs carry a secret (the check's UUID or ping key) in their path, so
-logs show only the scheme, the host and the last four characters of the path.
+logs show only the scheme, the host and the last four characters of the path, and
+:class:`Pinger` registers the URL's secret parts (path, query, password) with
+:func:`hourly_report.logs.register_secret`, so even urllib3's DEBUG request lines
+are masked.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
+
+from hourly_report import logs
 
 if TYPE_CHECKING:
     import requests
@@ -45,7 +50,13 @@ class Pinger:
         backoff: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.ping_url = (ping_url or "").strip().rstrip("/")
+        self.ping_url = _without_trailing_slash((ping_url or "").strip())
+        # urllib3 logs every request line at DEBUG ("POST /ping/<uuid>/start HTTP/1.1"):
+        # mask the URL's secret parts in every log line, whoever writes it.
+        for secret in secret_parts(self.ping_url):
+            logs.register_secret(secret)
+        if proxy:
+            logs.register_secret(_password_of(proxy))
         self.user_agent = user_agent
         self.proxies = {"http": proxy, "https": proxy} if proxy else None
         self.verify = verify
@@ -80,7 +91,7 @@ class Pinger:
         if not self.enabled:
             return
         try:
-            self._send_with_retries(self.ping_url + suffix, body)
+            self._send_with_retries(with_suffix(self.ping_url, suffix), body)
         except Exception as err:  # a ping never fails the job
             reason = str(err) if isinstance(err, _PingError) else _describe(err)
             log.warning(
@@ -144,6 +155,60 @@ def safe_url(ping_url: str, suffix: str = "") -> str:
     path = parts.path.strip("/")
     hint = path[-4:] if len(path) >= 12 else ""
     return f"{parts.scheme}://{host}/…{hint}{suffix}"
+
+
+def _without_trailing_slash(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.rstrip("/")
+    return parts._replace(path=parts.path.rstrip("/")).geturl()
+
+
+def with_suffix(ping_url: str, suffix: str) -> str:
+    """``ping_url`` with ``suffix`` ("/start", "/1") added to its path, before any
+    query string (``…/<uuid>?create=1`` -> ``…/<uuid>/start?create=1``)."""
+    if not suffix:
+        return ping_url
+    parts = urlsplit(ping_url)
+    return parts._replace(path=parts.path.rstrip("/") + suffix).geturl()
+
+
+# A path segment this long is a check UUID or ping key, whatever precedes it.
+_SECRET_SEGMENT_CHARS = 16
+# Shorter paths or query values ("/ping", "rid=true") hold no secret, and masking
+# them would mask ordinary words in every log line.
+_TRIVIAL_CHARS = 8
+
+
+def secret_parts(ping_url: str) -> list[str]:
+    """The parts of ``ping_url`` that are secret: its path (without a trailing slash),
+    long path segments on their own, the query string and its values, the password."""
+    if not ping_url:
+        return []
+    try:
+        parts = urlsplit(ping_url)
+    except ValueError:
+        return [ping_url]
+    found: list[str] = []
+    path = parts.path.rstrip("/")
+    if len(path.strip("/")) >= _TRIVIAL_CHARS:
+        found.append(path)
+        found.extend(seg for seg in path.split("/") if len(seg) >= _SECRET_SEGMENT_CHARS)
+    if parts.query:
+        found.append(parts.query)
+        found.extend(value for _, value in parse_qsl(parts.query) if len(value) >= _TRIVIAL_CHARS)
+    password = _password_of(ping_url)
+    if password:
+        found.append(password)
+    return found
+
+
+def _password_of(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
 
 
 def _describe(err: BaseException) -> str:

@@ -19,7 +19,13 @@ reply dropped       retried                    outcome unknown: not resent
 401 / 407           new token once, repeat     new token once, repeat once
 other 4xx, 3xx      never (3xx not followed)   never (3xx not followed)
 TLS failure         never                      never
+no TLS at all       never (https:// for an http port: said so, no ca_bundle advice)
 ==================  =========================  ======================================
+
+With ``proxy`` set, a failed connect is reported as the proxy's (password masked),
+not as OpsRamp's; it stays retryable, since nothing reached OpsRamp.  Retries and
+rate-limit waits are logged at INFO: one that recovers is a success and prints
+nothing at the default level (cron mails any output).
 
 Waits honour ``X-RateLimit-Reset`` / ``Retry-After`` (on a 429; ``Retry-After`` on a
 retried 5xx too) plus at most 0.1 s of jitter; without them the wait is exponential
@@ -47,6 +53,7 @@ import requests
 import tenacity
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import InsecureRequestWarning, NewConnectionError
+from urllib3.exceptions import ProxyError as _Urllib3ProxyError
 
 from hourly_report import __version__, logs, payloads
 from hourly_report.clock import Clock
@@ -210,8 +217,9 @@ class OpsRampClient:
         except (AuthError, ServiceUnavailableError):
             raise
         except ApiError as err:
+            reason = str(err).removeprefix(f"{call.what}: ")
             raise ServiceUnavailableError(
-                f"could not obtain an access token: {err}", status=err.status
+                f"could not obtain an access token: {reason}", status=err.status
             ) from None
         token, lifetime = _parse_token(response)
         logs.register_secret(token)
@@ -356,10 +364,27 @@ def classify_exception(
     """Map a transport failure to a retryable, outcome-unknown or final error."""
     host = redact_url(settings.base_url)
     if isinstance(err, requests.exceptions.SSLError):
+        reason = _reason(err)
+        if _is_protocol_mismatch(reason):
+            return ApiError(
+                f"{call.what}: the server at {host} did not answer TLS ({reason}): does "
+                "base_url use https:// for a plain-http port?"
+            )
         return ApiError(
-            f"{call.what}: TLS verification failed for {host} ({_reason(err)}); set "
+            f"{call.what}: TLS verification failed for {host} ({reason}); set "
             "[opsramp] ca_bundle to the CA that signed the gateway's certificate"
         )
+    if settings.proxy and _never_sent(err):
+        # With a proxy the connection that failed is the one to the proxy (or the
+        # proxy's own, reported back as a refused tunnel): never blame OpsRamp for it.
+        proxy = redact_url(settings.proxy)
+        reason = _reason(err)
+        if reason.startswith("Tunnel connection failed"):
+            message = f"{call.what}: proxy {proxy} could not reach {host} ({reason})"
+        else:
+            message = f"{call.what}: cannot connect to proxy {proxy} ({reason}) for {host}"
+        # Nothing reached OpsRamp: as retryable as any other failed connect.
+        return RetryableError(message, connect_failed=True)
     if _never_sent(err):
         return RetryableError(
             f"{call.what}: cannot connect to {host} ({_reason(err)})", connect_failed=True
@@ -373,6 +398,28 @@ def classify_exception(
     return OutcomeUnknownError(
         f"{call.what}: outcome unknown, {detail}; check in OpsRamp whether it exists "
         "before re-running"
+    )
+
+
+# What OpenSSL says when the other end does not speak TLS at all (an https:// URL
+# for a plain-http port): OpenSSL 1.1/3.0 "wrong version number", 3.2+ "record layer
+# failure" or "packet length too long", LibreSSL "unknown protocol", or an EOF.
+_PROTOCOL_MISMATCH = (
+    "WRONG_VERSION_NUMBER",
+    "wrong version number",
+    "record layer failure",
+    "RECORD_LAYER_FAILURE",
+    "packet length too long",
+    "PACKET_LENGTH_TOO_LONG",
+    "unknown protocol",
+    "UNKNOWN_PROTOCOL",
+    "EOF occurred in violation of protocol",
+)
+
+
+def _is_protocol_mismatch(reason: str) -> bool:
+    return "CERTIFICATE_VERIFY_FAILED" not in reason and any(
+        marker in reason for marker in _PROTOCOL_MISMATCH
     )
 
 
@@ -548,7 +595,9 @@ def _make_session(settings: OpsRampSettings) -> requests.Session:
 def _log_retry(call: Call, state: tenacity.RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome else None
     wait = state.next_action.sleep if state.next_action else 0.0
-    log.warning(
+    # INFO, not WARNING: a failure that a retry recovers from is a success, and cron
+    # mails any output.  A final failure is reported by the caller as an error.
+    log.info(
         "%s failed (attempt %d): %s; retrying in %.1f s",
         call.what,
         state.attempt_number,
@@ -566,6 +615,10 @@ def _reason(err: BaseException) -> str:
     """The innermost useful reason of a requests/urllib3 exception chain."""
     cause: object = err.args[0] if err.args else err
     reason = getattr(cause, "reason", cause)
+    if isinstance(reason, _Urllib3ProxyError):
+        # ('Unable to connect to proxy', OSError('Tunnel connection failed: 407 …')):
+        # the wrapped error is the reason.
+        reason = getattr(reason, "original_error", None) or reason
     text = str(reason)
     # urllib3 wraps the OS error: "HTTPConnection(host=…): Failed to establish a new
     # connection: [Errno 111] Connection refused" -- the operator needs the last part.

@@ -149,6 +149,31 @@ def test_directory_instead_of_file(tmp_path: Path, env) -> None:
     assert message.startswith(f"cannot read configuration file {tmp_path}: ")
 
 
+def test_a_config_that_is_not_utf8_names_the_byte_and_its_offset(tmp_path: Path, env) -> None:
+    text = render({"opsramp": dict(MINIMAL), "report": {"name_prefix": "caf"}})
+    data = text.encode("utf-8").replace(b"= caf", b"= caf\xe9")  # Latin-1 "café"
+    offset = data.index(b"\xe9")
+    path = tmp_path / "config.ini"
+    path.write_bytes(data)
+    assert error_of(path, env) == (
+        f"{path}: not UTF-8 text (byte 0xe9 at offset {offset}); save the file as UTF-8"
+    )
+
+
+def test_the_offset_of_a_bad_byte_counts_a_bom_and_bytes_past_the_first_8_kib(
+    tmp_path: Path, env
+) -> None:
+    # A long comment pushes the bad byte past any read-buffer boundary.
+    data = b"\xef\xbb\xbf# " + b"x" * 10_000 + b"\n[opsramp]\ntenant_id = \xff\n"
+    path = tmp_path / "config.ini"
+    path.write_bytes(data)
+    offset = data.index(b"\xff")
+    assert offset > 10_000
+    assert error_of(path, env) == (
+        f"{path}: not UTF-8 text (byte 0xff at offset {offset}); save the file as UTF-8"
+    )
+
+
 def test_garbage_is_not_ini(write, env) -> None:
     path = write(text="this is not an ini file\njust words\n")
     assert error_of(path, env) == (
@@ -213,9 +238,17 @@ def test_secret_missing(write, env) -> None:
     )
 
 
-def test_opsramp_section_missing(write, env) -> None:
-    path = write(text="[report]\nmethods = max\n")
-    assert error_of(path, env) == f"{path} [opsramp] tenant_id is missing; it is required"
+@pytest.mark.parametrize("text", ["[report]\nmethods = max\n", "", "\n# only a comment\n"])
+def test_opsramp_section_missing(write, env, text: str) -> None:
+    path = write(text=text)
+    assert error_of(path, env) == (
+        f"{path} has no [opsramp] section (see config.ini in the project for an example)"
+    )
+
+
+def test_a_misspelt_opsramp_section_is_reported_as_unknown_not_missing(write, env) -> None:
+    path = write(text="[opsram]\nbase_url = https://x.example\n")
+    assert error_of(path, env).startswith(f"{path}: unknown section [opsram] (known: ")
 
 
 # --- ${NAME} substitution, no other interpolation ---------------------------------------------
@@ -610,12 +643,17 @@ def test_base_url_password_is_never_shown(write, env, caplog) -> None:
 # --- identifiers -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", ["acme/tenant", "acme tenant", "../etc", "acme?x=1"])
+TENANT_RULE = "(letters, digits, '-', '_', '.', ':' only, starting with a letter or digit)"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["acme/tenant", "acme tenant", "../etc", "acme?x=1", "..", ".", "...", "-acme", ":acme", "_a"],
+)
 def test_bad_tenant_id(write, env, value: str) -> None:
     path = write(opsramp={"tenant_id": value})
     assert error_of(path, env) == (
-        f"{path} [opsramp] tenant_id: {value!r} is not a tenant id "
-        "(letters, digits, '-', '_', '.', ':' only)"
+        f"{path} [opsramp] tenant_id: {value!r} is not a tenant id {TENANT_RULE}"
     )
 
 
@@ -623,14 +661,44 @@ def test_tenant_id_from_env_with_trailing_newline_is_rejected(write, env) -> Non
     env["TENANT"] = "acme-tenant\n"
     path = write(opsramp={"tenant_id": "${TENANT}"})
     assert error_of(path, env) == (
-        f"{path} [opsramp] tenant_id: 'acme-tenant\\n' is not a tenant id "
-        "(letters, digits, '-', '_', '.', ':' only)"
+        f"{path} [opsramp] tenant_id: 'acme-tenant\\n' is not a tenant id {TENANT_RULE}"
     )
 
 
-@pytest.mark.parametrize("value", ["client:acme-tenant", "msp_1.acme", "00000000-0000-0000"])
+@pytest.mark.parametrize("length", [129, 100_000])
+def test_an_over_long_tenant_id_is_rejected_with_a_short_message(write, env, length) -> None:
+    path = write(opsramp={"tenant_id": "a" * length})
+    message = error_of(path, env)
+    assert message == (
+        f"{path} [opsramp] tenant_id: '{'a' * 20}…' is {length} characters long; "
+        "a tenant id has at most 128"
+    )
+
+
+@pytest.mark.parametrize(
+    "value", ["client:acme-tenant", "msp_1.acme", "00000000-0000-0000", "a", "9" + "x" * 127]
+)
 def test_good_tenant_id(write, env, value: str) -> None:
     assert config.load(write(opsramp={"tenant_id": value}), env).opsramp.tenant_id == value
+
+
+def test_client_id_of_256_characters_is_accepted_and_257_rejected(write, env) -> None:
+    assert config.load(write(opsramp={"client_id": "c" * 256}), env).opsramp.client_id == "c" * 256
+    path = write(opsramp={"client_id": "c" * 257})
+    assert error_of(path, env) == (
+        f"{path} [opsramp] client_id: '{'c' * 20}…' is 257 characters long; "
+        "a client id has at most 256"
+    )
+
+
+def test_name_prefix_of_100_characters_is_accepted_and_101_rejected(write, env) -> None:
+    settings = config.load(write(report={"name_prefix": "p" * 100}), env)
+    assert settings.report.name_prefix == "p" * 100
+    path = write(report={"name_prefix": "p" * 101})
+    assert error_of(path, env) == (
+        f"{path} [report] name_prefix: '{'p' * 20}…' is 101 characters long; "
+        "at most 100 are allowed"
+    )
 
 
 @pytest.mark.parametrize("value", ["hourly perf", "hourly/perf", "report:1"])
@@ -759,7 +827,8 @@ def test_relative_secret_file_is_relative_to_config(write, env, tmp_path: Path) 
 def test_missing_secret_file_is_named(write, env, tmp_path: Path) -> None:
     path = write(opsramp={"client_secret": None, "client_secret_file": "nope"})
     assert error_of(path, env) == (
-        f"cannot read client secret file {tmp_path / 'nope'}: No such file or directory"
+        f"cannot read client secret file {tmp_path / 'nope'}: No such file or directory "
+        f"(set by {path} [opsramp] client_secret_file)"
     )
 
 
@@ -786,7 +855,8 @@ def test_unreadable_secret_file_is_named(write, tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        f"hourly-report: error: cannot read client secret file {secret_file}: Permission denied"
+        f"hourly-report: error: cannot read client secret file {secret_file}: Permission denied "
+        f"(set by {path} [opsramp] client_secret_file)"
     )
 
 
@@ -794,7 +864,8 @@ def test_secret_file_that_is_a_directory_is_named(write, env, tmp_path: Path) ->
     (tmp_path / "adir").mkdir()
     path = write(opsramp={"client_secret": None, "client_secret_file": "adir"})
     assert error_of(path, env) == (
-        f"cannot read client secret file {tmp_path / 'adir'}: Is a directory"
+        f"cannot read client secret file {tmp_path / 'adir'}: Is a directory "
+        f"(set by {path} [opsramp] client_secret_file)"
     )
 
 
@@ -802,7 +873,8 @@ def test_secret_file_not_utf8(write, env, tmp_path: Path) -> None:
     (tmp_path / "binary").write_bytes(b"\xff\xfe\x00secret")
     path = write(opsramp={"client_secret": None, "client_secret_file": "binary"})
     assert error_of(path, env) == (
-        f"cannot read client secret file {tmp_path / 'binary'}: not UTF-8 text"
+        f"cannot read client secret file {tmp_path / 'binary'}: not UTF-8 text "
+        f"(set by {path} [opsramp] client_secret_file)"
     )
 
 
@@ -810,7 +882,23 @@ def test_secret_file_not_utf8(write, env, tmp_path: Path) -> None:
 def test_empty_secret_file(write, env, tmp_path: Path, content: str) -> None:
     (tmp_path / "empty").write_text(content, encoding="utf-8", newline="")
     path = write(opsramp={"client_secret": None, "client_secret_file": "empty"})
-    assert error_of(path, env) == f"client secret file {tmp_path / 'empty'} is empty"
+    assert error_of(path, env) == (
+        f"client secret file {tmp_path / 'empty'} is empty "
+        f"(set by {path} [opsramp] client_secret_file)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"), [(b"\n", "is empty"), (b"\xff\xfe", "not UTF-8 text")]
+)
+def test_a_bad_systemd_credential_says_it_is_the_systemd_credential(
+    write, env, credentials: Path, content: bytes, reason: str
+) -> None:
+    credentials.write_bytes(content)
+    message = error_of(write(opsramp={"client_secret": None}), env)
+    assert str(credentials) in message
+    assert reason in message
+    assert message.endswith(" (systemd credential)")
 
 
 @pytest.fixture

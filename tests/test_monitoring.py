@@ -230,3 +230,76 @@ def test_a_proxy_receives_the_ping_for_the_monitor(server, make_pinger):
 )
 def test_safe_url_keeps_only_scheme_host_and_a_hint(url, suffix, expected):
     assert safe_url(url, suffix) == expected
+
+
+def test_debug_logs_never_show_the_secret_path_of_the_ping_url(server, make_pinger):
+    from io import StringIO
+
+    from hourly_report.logs import configure_logging
+
+    secret = "PINGSECRETUUID1234"
+    captured = StringIO()
+    configure_logging("DEBUG", stream=captured)
+    pinger = make_pinger(f"{server.base_url}/ping/{secret}?key=QUERYKEY5678")
+    pinger.start()
+    pinger.success("ok")
+    pinger.failure(1)
+
+    text = captured.getvalue()
+    assert [r.path for r in server.requests] == [
+        f"/ping/{secret}/start?key=QUERYKEY5678",
+        f"/ping/{secret}?key=QUERYKEY5678",
+        f"/ping/{secret}/1?key=QUERYKEY5678",
+    ]
+    assert "127.0.0.1" in text  # urllib3's DEBUG lines were captured...
+    assert "HTTP/1.1" in text
+    assert secret not in text  # ...with the secret parts masked
+    assert "QUERYKEY5678" not in text
+
+
+def test_a_ping_url_password_and_a_proxy_password_are_masked_in_every_log_line(make_pinger):
+    import logging as std_logging
+    from io import StringIO
+
+    from hourly_report.logs import configure_logging
+
+    captured = StringIO()
+    configure_logging("DEBUG", stream=captured)
+    make_pinger(
+        "https://ops:PingUserPass77@hc.example.com/ping/CHECKKEY-abcdef123456",
+        proxy="http://puser:ProxyPassWord88@127.0.0.1:3128",
+    )
+    std_logging.getLogger("test").warning(
+        "echo PingUserPass77 ProxyPassWord88 /ping/CHECKKEY-abcdef123456 CHECKKEY-abcdef123456"
+    )
+    text = captured.getvalue()
+    assert "echo" in text
+    for secret in ("PingUserPass77", "ProxyPassWord88", "CHECKKEY-abcdef123456"):
+        assert secret not in text
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://hc-ping.com/short", []),  # nothing secret-looking: mask nothing
+        ("https://hc.example.com/ping?rid=true", ["rid=true"]),
+        (f"https://hc-ping.com/{CHECK}/", [f"/{CHECK}", CHECK]),
+        ("https://u:pw123456@hc.example.com/ping/abc", ["/ping/abc", "pw123456"]),
+    ],
+)
+def test_secret_parts_of_a_ping_url(url, expected):
+    from hourly_report.monitoring import secret_parts
+
+    assert secret_parts(url) == expected
+
+
+def test_the_suffix_goes_into_the_path_before_a_query_string(server, make_pinger):
+    pinger = make_pinger(f"{server.base_url}/ping/key/slug/?create=1")
+    pinger.start()
+    pinger.failure(3)
+    pinger.success()
+    assert [r.path for r in server.requests] == [
+        "/ping/key/slug/start?create=1",
+        "/ping/key/slug/3?create=1",
+        "/ping/key/slug?create=1",
+    ]

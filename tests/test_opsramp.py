@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import email.utils
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -715,3 +716,132 @@ def test_a_client_whose_budget_is_spent_sends_nothing(
 
     assert "not sent" in str(caught.value)
     assert fake_sandbox.state.count() == 0
+
+
+# --- a proxy in the way ------------------------------------------------------------------
+
+
+def test_a_dead_proxy_is_named_with_its_password_masked_not_blamed_on_opsramp(
+    fake_sandbox: Sandbox, clock: FakeClock, make_config: MakeConfig
+) -> None:
+    port = free_port()
+    proxy = f"http://puser:ProxyPass99@127.0.0.1:{port}"
+    settings = load(make_config, fake_sandbox, opsramp={"proxy": proxy}, retry=BACKOFF)
+    with client_for(settings, clock) as client:
+        with pytest.raises(ApiError) as caught:
+            client.create_analysis(body(settings))
+        assert client.requests_sent == 3  # retried: nothing was sent
+
+    message = str(caught.value)
+    assert message == (
+        f"request an access token: cannot connect to proxy http://puser:***@127.0.0.1:{port} "
+        f"(Connection refused) for {fake_sandbox.base_url} (gave up after 3 attempts)"
+    )
+    assert "ProxyPass99" not in message
+    assert len(clock.sleeps) == 2
+    assert fake_sandbox.state.tokens_issued == 0
+
+
+@pytest.fixture
+def refusing_proxy() -> Iterator[str]:
+    """A proxy on 127.0.0.1 that answers every request 407 (wrong proxy credentials)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0.05)
+    stop = threading.Event()
+    seen: list[bytes] = []
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                seen.append(conn.recv(65536))
+                conn.sendall(
+                    b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                    b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://puser:WrongPass42@127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join(timeout=5)
+    listener.close()
+    assert seen
+    assert all(request.startswith(b"CONNECT ") for request in seen)
+
+
+def test_a_proxy_refusing_the_tunnel_is_reported_as_the_proxy_not_opsramp(
+    refusing_proxy: str, clock: FakeClock, make_config: MakeConfig
+) -> None:
+    settings = load(
+        make_config,
+        "https://acme.api.opsramp.invalid",
+        opsramp={"proxy": refusing_proxy},
+        retry={**BACKOFF, "max_attempts": 1},
+    )
+    with client_for(settings, clock) as client, pytest.raises(ApiError) as caught:
+        client.token()
+
+    message = str(caught.value)
+    assert "proxy http://puser:***@127.0.0.1:" in message
+    assert "could not reach https://acme.api.opsramp.invalid" in message
+    assert "Tunnel connection failed: 407 Proxy Authentication Required" in message
+    assert "WrongPass42" not in message
+
+
+# --- retries that recover are quiet (cron mails any output) ------------------------------
+
+
+def test_a_create_that_succeeds_after_two_503s_prints_nothing(
+    sandbox: Sandbox, make_config: MakeConfig, invoke
+) -> None:
+    config_file = make_config(sandbox)
+    sandbox.state.inject("create", Fault("status", status=503), times=2)
+
+    result = invoke(config_file, "run", "--at", "2026-02-12T08:05:00Z")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""
+    assert sandbox.state.count("create", 503) == 2
+    assert len(sandbox.state.analyses) == 1
+
+
+def test_the_retries_are_logged_at_info(sandbox: Sandbox, make_config: MakeConfig, invoke) -> None:
+    config_file = make_config(sandbox)
+    sandbox.state.inject("create", Fault("status", status=503), times=2)
+
+    result = invoke(config_file, "--log-level", "INFO", "run", "--at", "2026-02-12T08:05:00Z")
+
+    assert result.exit_code == 0, result.stderr
+    retries = [line for line in result.stderr.splitlines() if "; retrying in" in line]
+    assert len(retries) == 2
+    assert all(" INFO " in line and "HTTP 503" in line for line in retries)
+    assert "(attempt 1)" in retries[0]
+    assert "(attempt 2)" in retries[1]
+    assert " WARNING " not in result.stderr
+
+
+def test_waits_for_the_rate_limit_and_429_retries_are_logged_at_info_not_warning(
+    fake_sandbox: Sandbox, clock: FakeClock, make_config: MakeConfig, caplog
+) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO)
+    settings = load(make_config, fake_sandbox)
+    fake_sandbox.state.set_rate_limit(2)  # the token uses one; the first create the other
+    with client_for(settings, clock) as client:
+        client.create_analysis(body(settings))  # answered "X-RateLimit-Remaining: 0"
+        client.create_analysis(body(settings, WINDOW_END.replace(hour=9)))  # waits
+        fake_sandbox.state.inject("create", Fault("status", status=429))
+        client.create_analysis(body(settings, WINDOW_END.replace(hour=10)))  # retried
+
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert any(level == logging.INFO and "rate limit exhausted" in m for level, m in messages)
+    assert any(level == logging.INFO and "retrying in" in m for level, m in messages)
+    assert clock.sleeps  # the waits were taken (on the fake clock)
+    assert [m for level, m in messages if level >= logging.WARNING] == []

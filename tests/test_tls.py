@@ -87,3 +87,33 @@ def test_verify_tls_false_connects_but_warns_once(
     assert "InsecureRequestWarning" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert https_sandbox.state.count("create") == 3
+
+
+def test_https_to_a_plain_http_port_says_so_instead_of_blaming_the_certificate(
+    sandbox: Sandbox, make_config, invoke
+) -> None:
+    assert sandbox.base_url.startswith("http://")
+    https_url = sandbox.base_url.replace("http://", "https://", 1)
+
+    result = invoke(make_config(https_url), *RUN)
+
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert f"the server at {https_url} did not answer TLS (" in line
+    assert line.endswith("does base_url use https:// for a plain-http port?")
+    assert "ca_bundle" not in line
+    assert "TLS verification failed" not in line
+    assert sandbox.state.tokens_issued == 0
+
+
+def test_a_certificate_failure_is_still_a_verification_failure_with_ca_bundle_advice(
+    https_sandbox: Sandbox, make_config, invoke
+) -> None:
+    result = invoke(make_config(https_sandbox), *RUN)
+
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert f"TLS verification failed for {https_sandbox.base_url} (" in line
+    assert "CERTIFICATE_VERIFY_FAILED" in line
+    assert "set [opsramp] ca_bundle" in line
+    assert "did not answer TLS" not in line
