@@ -408,18 +408,24 @@ def test_keys_are_case_insensitive(write, env) -> None:
 
 
 def test_example_config_ini_parses_with_design_defaults(tmp_path: Path, caplog) -> None:
-    env = {
-        "OPSRAMP_CLIENT_ID": "example-client",
-        "OPSRAMP_CLIENT_SECRET": "example-secret",
-        "HOME": str(tmp_path / "home"),
-        "XDG_STATE_HOME": str(tmp_path / "xdg-state"),
-    }
-    path = REPO_ROOT / "config.ini"
-    settings = config.load(path, env)
+    # The example names files under /etc and /var/lib: point them into tmp_path.
+    secret = tmp_path / "client_secret"
+    secret.write_text("example-secret\n", encoding="utf-8")
+    text = (REPO_ROOT / "config.ini").read_text(encoding="utf-8")
+    assert "client_secret_file = /etc/hourly-report/client_secret\n" in text
+    assert "path = /var/lib/hourly-report/ledger.sqlite3\n" in text
+    text = text.replace("/etc/hourly-report/client_secret", str(secret))
+    text = text.replace("/var/lib/hourly-report/ledger.sqlite3", str(tmp_path / "ledger.sqlite3"))
+    path = tmp_path / "config.ini"
+    path.write_text(text, encoding="utf-8")
+    path.chmod(0o640)
+
+    settings = config.load(path, {"HOME": str(tmp_path / "home")})
+
     assert settings.opsramp == OpsRampSettings(
         base_url="https://acme.api.opsramp.com",
         tenant_id="00000000-0000-0000-0000-000000000000",
-        client_id="example-client",
+        client_id="REPLACE-WITH-YOUR-CLIENT-ID",
         client_secret=Secret("example-secret"),
         verify=True,
         timeout_seconds=30.0,
@@ -430,9 +436,9 @@ def test_example_config_ini_parses_with_design_defaults(tmp_path: Path, caplog) 
     assert settings.report.filter_criteria == 'state = "active" AND monitorable = "true"'
     assert settings.report.display_mode == "Consolidated List"
     assert settings.retry == RetrySettings(5, 1.0, 60.0, 600.0)
-    assert settings.ledger_path == tmp_path / "xdg-state" / "hourly-report" / "ledger.sqlite3"
+    assert settings.ledger_path == tmp_path / "ledger.sqlite3"
     assert settings.ping_url is None
-    assert warnings_of(caplog) == []
+    assert warnings_of(caplog) == []  # group-readable is fine: the secret is in its own file
 
 
 def test_example_config_ini_documents_every_key() -> None:
