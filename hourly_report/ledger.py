@@ -397,22 +397,24 @@ class Ledger:
     def record_failed(
         self, tenant_id: str, window_start: datetime, error: str, *, now: datetime
     ) -> None:
-        key = (tenant_id, _iso(window_start))
-        params = (error[:_MAX_ERROR_CHARS], _iso(now), *key, _this_owner())
-        with self.transaction() as conn:
-            # No change means another process now holds or has created the
-            # window; their outcome stands.  Only a missing row is an error.
-            if conn.execute(_SET_FAILED, params).rowcount == 0:
-                _require_row(conn, self.path, key)
+        """The create failed and OpsRamp did not act: the next backfill retries it."""
+        self._record_failure(_SET_FAILED, tenant_id, window_start, error, now)
 
     def record_unknown(
         self, tenant_id: str, window_start: datetime, error: str, *, now: datetime
     ) -> None:
         """The create was sent but its outcome is unknown: hold the window for the operator."""
+        self._record_failure(_SET_UNKNOWN, tenant_id, window_start, error, now)
+
+    def _record_failure(
+        self, sql: str, tenant_id: str, window_start: datetime, error: str, now: datetime
+    ) -> None:
         key = (tenant_id, _iso(window_start))
         params = (error[:_MAX_ERROR_CHARS], _iso(now), *key, _this_owner())
         with self.transaction() as conn:
-            if conn.execute(_SET_UNKNOWN, params).rowcount == 0:
+            # No change means another process now holds or has created the
+            # window; their outcome stands.  Only a missing row is an error.
+            if conn.execute(sql, params).rowcount == 0:
                 _require_row(conn, self.path, key)
 
     def record_deleted(self, tenant_id: str, analysis_id: str, *, now: datetime) -> None:
