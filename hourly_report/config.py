@@ -13,6 +13,7 @@ Rules (see README "Configuration"):
 from __future__ import annotations
 
 import configparser
+import ipaddress
 import logging
 import os
 import re
@@ -319,11 +320,20 @@ def _base_url(reader: _Reader) -> str:
             f"{reader.where('opsramp', 'base_url')}: {redact_url(url)!r} "
             "must not have a query or fragment"
         )
-    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+    if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
         log.warning(
             "base_url %s uses plain http: credentials would travel unencrypted", redact_url(url)
         )
     return url.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _client_secret(reader: _Reader) -> Secret:

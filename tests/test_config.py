@@ -628,7 +628,8 @@ def test_plain_http_base_url_warns(write, env, caplog) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["http://127.0.0.1:8080", "http://localhost:8080/", "http://[::1]:8080"]
+    "value",
+    ["http://127.0.0.1:8080", "http://localhost:8080/", "http://[::1]:8080", "http://127.0.0.2:9"],
 )
 def test_plain_http_loopback_base_url_does_not_warn(write, env, caplog, value: str) -> None:
     config.load(write(opsramp={"base_url": value}), env)
