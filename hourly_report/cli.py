@@ -127,11 +127,12 @@ class State:
         self.tail: TailBuffer | None = None
         self._settings: Settings | None = None
 
-    def settings(self) -> Settings:
+    def settings(self, *, need_secret: bool = True) -> Settings:
         if self._settings is None:
             from hourly_report import config
 
-            self._settings = config.load(config.resolve_path(self.config_path, os.environ))
+            path = config.resolve_path(self.config_path, os.environ)
+            self._settings = config.load(path, os.environ, need_secret=need_secret)
         return self._settings
 
     def job(self, at: datetime | None, bar: Any = None) -> Job:
@@ -236,7 +237,7 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str, log_format:
 # --- run / backfill / cleanup ----------------------------------------------------------------
 
 
-@cli.command()
+@cli.command(short_help="Create the report of the hour that just ended.")
 @at_option
 @retry_unknown_option
 @dry_run_option
@@ -259,7 +260,7 @@ def run(state: State, at: datetime | None, retry_unknown: bool, dry_run: bool) -
     _exit(result.exit_code)
 
 
-@cli.command()
+@cli.command(short_help="Create the missing hours of a day or range.")
 @day_option("The day to fill (in [report] timezone).", "--date", "day")
 @day_option("First day of a range (inclusive).", "--from", "first")
 @day_option("Last day of a range (inclusive).", "--to", "last")
@@ -296,7 +297,11 @@ def backfill(
         job = state.job(at, bar)
         job.retry_unknown = retry_unknown
         result = _execute(
-            state, job, lambda: jobs.backfill(job, days, dry_run=dry_run), monitored=not dry_run
+            state,
+            job,
+            lambda: jobs.backfill(job, days, dry_run=dry_run),
+            monitored=not dry_run,
+            log_summary=False,  # printed on stdout below
         )
     click.echo(result.summary())
     _exit(result.exit_code)
@@ -325,7 +330,7 @@ def _days(
     return days
 
 
-@cli.command()
+@cli.command(short_help="Delete the reports of finished days.")
 @day_option("Delete that day's analyses only.", "--date", "day")
 @click.option(
     "--id", "ids", multiple=True, metavar="ID", help="Delete this analysis ID (repeatable)."
@@ -363,7 +368,12 @@ def cleanup(
 
 
 def _execute(
-    state: State, job: Job, action: Callable[[], JobResult], *, monitored: bool
+    state: State,
+    job: Job,
+    action: Callable[[], JobResult],
+    *,
+    monitored: bool,
+    log_summary: bool = True,
 ) -> JobResult:
     """Run a job between monitoring pings and log its summary."""
     pinger = _pinger(job) if monitored else None
@@ -374,7 +384,7 @@ def _execute(
         with _terminate_as_exit():
             result = action()
         code = result.exit_code
-        _log_result(result)
+        _log_result(result, log_summary)
         return result
     except HourlyReportError as err:
         code = err.exit_code
@@ -390,7 +400,7 @@ def _execute(
             pinger.close()
 
 
-def _log_result(result: JobResult) -> None:
+def _log_result(result: JobResult, log_summary: bool) -> None:
     import logging
 
     log = logging.getLogger(LOGGER)
@@ -398,6 +408,8 @@ def _log_result(result: JobResult) -> None:
         log.error("%s stopped: %s", result.action, result.stopped)
     # Each failure was already logged on its own line; the summary adds to that only
     # when the job handled several items, so a failed `run` stays one line on stderr.
+    if not log_summary:
+        return
     if result.exit_code and len(result.outcomes) > 1:
         log.error("%s", result.summary())
     else:
@@ -454,15 +466,16 @@ def _exit(code: int) -> None:
 # --- status / check ----------------------------------------------------------------------
 
 
-@cli.command()
+@cli.command(short_help="Show a day's windows; --max-age for monitoring.")
 @day_option("The day to show. Default: today.", "--date", "day")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
 @click.option(
     "--max-age",
     metavar="DURATION",
     callback=_parse_duration,
-    help="Monitoring mode: exit 1 if no analysis was created in this long (e.g. 2h), "
-    "or a window that ended in that time is missing or failed.",
+    help="Monitoring mode: exit 1 if no analysis was created in this long (e.g. 2h), a "
+    "window that ended in that time is missing, or any window is still failed, unknown or "
+    "interrupted, however old.",
 )
 @at_option
 @click.pass_obj
@@ -478,7 +491,7 @@ def status(
     """
     from hourly_report import jobs, windows
 
-    settings = state.settings()
+    settings = state.settings(need_secret=False)  # status reads only the ledger
     now = at or datetime.now(timezone.utc)
     import json
 
@@ -536,7 +549,7 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-@cli.command()
+@cli.command(short_help="Check config, ledger and credentials.")
 @click.pass_obj
 def check(state: State) -> None:
     """Validate the configuration, open the ledger, and request a token.
@@ -562,16 +575,27 @@ def check(state: State) -> None:
 # --- sandbox / demo -------------------------------------------------------------------------
 
 
-@cli.command()
+@cli.command(short_help="Serve a local OpsRamp-compatible API.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--tenant-id", default="sandbox-tenant", show_default=True)
-@click.option("--client-id", default="sandbox-client", show_default=True)
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0: any free port).",
+)
+@click.option(
+    "--tenant-id", default="sandbox-tenant", show_default=True, help="The one tenant it serves."
+)
+@click.option(
+    "--client-id", default="sandbox-client", show_default=True, help="The client it accepts."
+)
 @click.option(
     "--client-secret",
     default="sandbox-secret",
     show_default=True,
     envvar="HOURLY_REPORT_SANDBOX_SECRET",
+    help="The secret it accepts (or $HOURLY_REPORT_SANDBOX_SECRET).",
 )
 def sandbox(host: str, port: int, tenant_id: str, client_id: str, client_secret: str) -> None:
     """Serve a local OpsRamp-compatible API (token, create, delete) for rehearsals.
@@ -584,9 +608,12 @@ def sandbox(host: str, port: int, tenant_id: str, client_id: str, client_secret:
     """
     from hourly_report.sandbox import Sandbox
 
-    server = Sandbox(
-        host, port, tenant_id=tenant_id, client_id=client_id, client_secret=client_secret
-    )
+    try:
+        server = Sandbox(
+            host, port, tenant_id=tenant_id, client_id=client_id, client_secret=client_secret
+        )
+    except OSError as err:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {err.strerror}") from None
     click.echo(
         f"OpsRamp sandbox listening on {server.base_url} (tenant {tenant_id}, "
         f"client {client_id}); Ctrl-C to stop"
@@ -594,7 +621,7 @@ def sandbox(host: str, port: int, tenant_id: str, client_id: str, client_secret:
     server.serve_forever()
 
 
-@cli.command()
+@cli.command(short_help="Run the main job against a built-in sandbox.")
 @click.pass_obj
 def demo(state: State) -> None:
     """Run the main job end to end against a built-in sandbox, and show the result.

@@ -157,11 +157,16 @@ def resolve_path(cli_value: str | None, env: Mapping[str, str]) -> Path:
     return Path("config.ini")
 
 
-def load(path: Path, env: Mapping[str, str] | None = None) -> Settings:
-    """Read, interpolate and validate the configuration file at ``path``."""
+def load(path: Path, env: Mapping[str, str] | None = None, *, need_secret: bool = True) -> Settings:
+    """Read, interpolate and validate the configuration file at ``path``.
+
+    ``need_secret=False`` (for ``status``, which never talks to OpsRamp) skips the
+    client secret: a monitoring agent can read the ledger without the credential.
+    """
     env = os.environ if env is None else env
     parser = _read(path)
     reader = _Reader(parser, path, env)
+    reader.need_secret = need_secret
     reader.reject_unknown()
     if not parser.has_section("opsramp"):
         raise ConfigError(
@@ -221,6 +226,7 @@ class _Reader:
         self.path = path
         self.env = env
         self.literal_secret = False
+        self.need_secret = True
 
     def where(self, section: str, key: str) -> str:
         return f"{self.path} [{section}] {key}"
@@ -300,7 +306,7 @@ def _opsramp(reader: _Reader) -> OpsRampSettings:
         base_url=_base_url(reader),
         tenant_id=tenant,
         client_id=client_id,
-        client_secret=_client_secret(reader),
+        client_secret=_client_secret(reader) if reader.need_secret else Secret(""),
         verify=_verify(reader),
         timeout_seconds=timeout,
         token_refresh_margin_seconds=margin,

@@ -135,13 +135,18 @@ class Job:
         return datetime.fromtimestamp(self.clock.time(), tz=timezone.utc)
 
     def lease_seconds(self) -> float:
-        retry, api = self.settings.retry, self.settings.opsramp
-        return retry.deadline_seconds + 2 * api.timeout_seconds + LEASE_MARGIN_SECONDS
+        return lease_seconds(self.settings)
 
     def report(self, result: JobResult, outcome: Outcome) -> None:
         result.outcomes.append(outcome)
         if self.progress is not None:
             self.progress(outcome)
+
+
+def lease_seconds(settings: Settings) -> float:
+    """How long a pending claim may be silent before its owner counts as dead."""
+    retry, api = settings.retry, settings.opsramp
+    return retry.deadline_seconds + 2 * api.timeout_seconds + LEASE_MARGIN_SECONDS
 
 
 # --- run and backfill ------------------------------------------------------------------
@@ -194,6 +199,7 @@ def _create(job: Job, action: str, selected: list[Window], dry_run: bool) -> Job
     if job.expect is not None:
         job.expect(len(selected))
     with Ledger.open(job.settings.ledger_path) as ledger:
+        _hold_interrupted(job, ledger)
         for index, window in enumerate(selected):
             try:
                 job.report(result, _create_one(job, ledger, window))
@@ -204,6 +210,26 @@ def _create(job: Job, action: str, selected: list[Window], dry_run: bool) -> Job
                 result.stopped = f"{err}" + (f" ({left} windows not attempted)" if left else "")
                 break
     return result
+
+
+def _hold_interrupted(job: Job, ledger: Ledger) -> None:
+    """Mark creates left pending by a dead process (kill -9, OOM, reboot) unknown, once."""
+    for row in ledger.abandon_stale(
+        job.tenant, now=job.wall_now(), lease_seconds=job.lease_seconds()
+    ):
+        log.warning(
+            "%s was being created by %s, which stopped mid-request: outcome unknown. Check in "
+            "OpsRamp whether it exists, then '%s --retry-unknown'",
+            row.name,
+            row.owner,
+            _retry_command(row.window_end),
+            extra=logs.extra_fields(window=windows.iso_z(row.window_start), name=row.name),
+        )
+
+
+def _retry_command(window_end: datetime) -> str:
+    """The narrowest command that creates one window again."""
+    return f"hourly-report run --at {windows.iso_z(window_end)}"
 
 
 def _create_one(job: Job, ledger: Ledger, window: Window) -> Outcome:
@@ -219,7 +245,7 @@ def _create_one(job: Job, ledger: Ledger, window: Window) -> Outcome:
     if skipped is not None:
         return skipped
     body = payloads.analysis_body(window, job.tenant, job.settings.report)
-    retry_hint = f"hourly-report backfill --date {_day_of(job, window)}"
+    retry_hint = _retry_command(window.end)
     try:
         analysis_id = job.client().create_analysis(body)
     except STOPPING_ERRORS as err:
@@ -259,17 +285,13 @@ def _skipped(claim: Claim, window: Window, fields: dict[str, Any]) -> Outcome | 
     if claim.status is ClaimStatus.HELD:
         message = (
             f"{window.name} not re-sent: {claim.row.last_error or 'outcome unknown'}. Check in "
-            "OpsRamp whether it exists, then re-run with --retry-unknown"
+            f"OpsRamp whether it exists; if not, '{_retry_command(window.end)} --retry-unknown'"
         )
         log.error("%s", message, extra=fields)
         return Outcome(window.name, "held", error=message)
     if claim.recovered:
         log.info("%s: retrying an interrupted create, as asked", window.name, extra=fields)
     return None
-
-
-def _day_of(job: Job, window: Window) -> date:
-    return windows.day_of(window.start, job.settings.report.zone)
 
 
 def _record_created(job: Job, ledger: Ledger, window: Window, analysis_id: str) -> None:
@@ -502,13 +524,16 @@ def freshness_problems(
     """
     rows = status(settings, now - max_age - timedelta(hours=1), now, now)
     judged = [r for r in rows if now - max_age <= r.window_end <= now - grace]
-    problems = [f"{r.name} is {r.state}" for r in judged if r.state in ("missing", "pending")]
+    problems = [f"{r.name} is missing" for r in judged if r.state == "missing"]
+    tenant = settings.opsramp.tenant_id
     with Ledger.open(settings.ledger_path, read_only=True) as ledger:
-        unresolved = ledger.unresolved(settings.opsramp.tenant_id)
+        unresolved = ledger.unresolved(tenant)
+        stale = ledger.stale_pending(tenant, now=now, lease_seconds=lease_seconds(settings))
     problems += [
         f"{r.name} is {r.state}" + (f" ({r.last_error})" if r.last_error else "")
         for r in unresolved
     ]
+    problems += [f"{r.name} was interrupted mid-create: outcome unknown" for r in stale]
     produced = [r for r in rows if r.analysis_id and r.window_end >= now - max_age]
     if not produced:
         hours = max_age.total_seconds() / 3600

@@ -215,6 +215,7 @@ _SET_ABANDONED = """
 UPDATE windows
 SET state = 'unknown', last_error = ?, owner = NULL, updated_at = ?
 WHERE tenant_id = ? AND window_start = ? AND state = 'pending'"""
+_ABANDON_UNCHANGED = _SET_ABANDONED + " AND owner = ? AND updated_at = ?"
 _SET_DELETED = """
 UPDATE windows
 SET state = 'deleted', last_error = NULL, owner = NULL, updated_at = ?
@@ -249,6 +250,11 @@ SELECT {_COLUMNS} FROM windows
 WHERE tenant_id = ? AND state IN ('failed', 'unknown')
 ORDER BY window_start"""  # noqa: S608
 
+_PENDING = f"""
+SELECT {_COLUMNS} FROM windows
+WHERE tenant_id = ? AND state = 'pending'
+ORDER BY window_start"""  # noqa: S608
+
 _SAMPLE_START = "2026-02-12T00:00:00Z"
 _SAMPLE_END = "2026-02-13T00:00:00Z"
 _PLANNED_QUERIES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -258,6 +264,7 @@ _PLANNED_QUERIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "row_for_analysis": (_ROW_FOR_ANALYSIS, ("t", "a")),
     "last_created": (_LAST_CREATED, ("t",)),
     "unresolved": (_UNRESOLVED, ("t",)),
+    "pending": (_PENDING, ("t",)),
 }
 
 
@@ -377,11 +384,7 @@ class Ledger:
             if status is ClaimStatus.CLAIMED:
                 _write_claim(conn, key, window, me, _iso(now), insert=current is None)
             elif status is ClaimStatus.HELD and recovered and current is not None:
-                error = (
-                    f"the process that was creating it ({current.owner}) stopped mid-request; "
-                    "outcome unknown"
-                )
-                conn.execute(_SET_ABANDONED, (error, _iso(now), *key))
+                conn.execute(_SET_ABANDONED, (_abandoned_error(current), _iso(now), *key))
             row = _to_row(conn.execute(_SELECT_WINDOW, key).fetchone())
         return Claim(status, row, recovered)
 
@@ -448,6 +451,27 @@ class Ledger:
         """The latest window that got an analysis, whatever happened to it since."""
         rows = self._select(_LAST_CREATED, (tenant_id,))
         return rows[0] if rows else None
+
+    def stale_pending(self, tenant_id: str, *, now: datetime, lease_seconds: float) -> list[Row]:
+        """Pending claims whose owner died (or whose lease ran out): interrupted creates."""
+        me = _this_owner()
+        pending = self._select(_PENDING, (tenant_id,))
+        return [
+            row for row in pending if row.owner != me and _is_stale(row, me, now, lease_seconds)
+        ]
+
+    def abandon_stale(self, tenant_id: str, *, now: datetime, lease_seconds: float) -> list[Row]:
+        """Mark interrupted creates ``unknown`` (held); return the rows as they were."""
+        stale = self.stale_pending(tenant_id, now=now, lease_seconds=lease_seconds)
+        abandoned = []
+        for row in stale:
+            key = (tenant_id, _iso(row.window_start))
+            params = (_abandoned_error(row), _iso(now), *key, row.owner, _iso(row.updated_at))
+            with self.transaction() as conn:
+                # Unless another process took the window over since it was read.
+                if conn.execute(_ABANDON_UNCHANGED, params).rowcount:
+                    abandoned.append(row)
+        return abandoned
 
     def unresolved(self, tenant_id: str) -> list[Row]:
         """Windows whose create failed or has an unknown outcome, whenever that was."""
@@ -750,6 +774,10 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 def _is_locked(exc: sqlite3.Error) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _abandoned_error(row: Row) -> str:
+    return f"the process that was creating it ({row.owner}) stopped mid-request; outcome unknown"
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:

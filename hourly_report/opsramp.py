@@ -467,7 +467,18 @@ def classify_status(call: Call, response: requests.Response, now: float) -> ApiE
             "before re-running",
             status=status,
         )
-    return ApiError(f"{call.what}: {detail}", status=status)
+    return ApiError(f"{call.what}: {detail}{_advice(call, status)}", status=status)
+
+
+def _advice(call: Call, status: int) -> str:
+    """What a 403/404 on an API path usually means: the configuration, not the moment."""
+    if call.kind == "token":
+        return ""
+    if status == 404 and call.kind == "create":
+        return "; check [opsramp] tenant_id and base_url"
+    if status == 403:
+        return "; check that the client may use this tenant's reporting API"
+    return ""
 
 
 def rate_limit_wait(headers: Mapping[str, str], now: float) -> float | None:

@@ -525,3 +525,12 @@ def test_usage_errors_are_one_line_from_the_installed_command(config_path, sandb
         "day is out of range for month (see 'hourly-report backfill --help')"
     ]
     assert sandbox.state.count() == 0
+
+
+def test_a_sandbox_port_in_use_is_a_plain_error(sandbox):
+    result = run_process(None, "sandbox", "--port", str(sandbox.port))
+
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"hourly-report: error: cannot listen on 127.0.0.1:{sandbox.port}: Address already in use"
+    )

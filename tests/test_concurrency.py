@@ -182,3 +182,32 @@ def test_sigterm_mid_create_records_the_window_unknown_and_says_so(
     ]
     [row] = ledger_rows(ledger_path)
     assert (row.state, row.last_error) == ("unknown", "interrupted while creating: outcome unknown")
+
+
+def test_a_run_killed_mid_create_is_flagged_by_the_next_hourly_run_and_by_monitoring(
+    sandbox, config_path, ledger_path
+):
+    sandbox.state.inject("create", Fault("slow", delay=2.0, act=True))
+    process = start_process(config_path, "run", "--at", f"{D}T06:05:00Z")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if ledger_path.exists() and [r.state for r in ledger_rows(ledger_path)] == ["pending"]:
+            break
+        time.sleep(0.02)
+    time.sleep(0.3)  # the create is on the wire
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate(timeout=30)
+
+    later = run_process(config_path, "run", "--at", f"{D}T07:05:00Z")
+
+    assert later.returncode == 0
+    [warning] = later.stderr.strip().splitlines()
+    assert "hourly-perf-report-2026-02-12-0500-0600 was being created by" in warning
+    assert "stopped mid-request: outcome unknown" in warning
+    assert "'hourly-report run --at 2026-02-12T06:00:00Z --retry-unknown'" in warning
+    assert [r.state for r in ledger_rows(ledger_path)] == ["unknown", "created"]
+    for hour in (8, 9, 10):
+        assert run_process(config_path, "run", "--at", f"{D}T{hour:02d}:05:00Z").returncode == 0
+    check = run_process(config_path, "status", "--max-age", "2h", "--at", f"{D}T10:30:00Z")
+    assert check.returncode == 1
+    assert "hourly-perf-report-2026-02-12-0500-0600 is unknown" in check.stdout

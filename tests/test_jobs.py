@@ -665,3 +665,13 @@ def test_status_max_age_keeps_flagging_a_failed_window_until_it_is_fixed(
     )
     assert healthy.exit_code == 0
     assert json.loads(healthy.stdout) == {"ok": True, "problems": []}
+
+
+def test_status_needs_no_client_secret(sandbox, make_config, invoke):
+    config = make_config(sandbox, opsramp={"client_secret": None})
+    assert invoke(config, "run", "--at", "2026-02-12T08:05:00Z").exit_code == 2  # run does
+
+    result = invoke(config, "status", "--date", D, "--json", "--at", "2026-02-12T08:30Z")
+
+    assert result.exit_code == 0, result.stderr
+    assert len(json.loads(result.stdout)) == 24

@@ -595,12 +595,14 @@ def test_a_200_create_without_a_usable_id_is_outcome_unknown(
     [
         pytest.param(
             Fault("status", status=403, body='{"error": "access_denied", "message": "no"}'),
-            "HTTP 403: access_denied: no",
+            "HTTP 403: access_denied: no; check that the client may use this tenant's "
+            "reporting API",
             id="json",
         ),
         pytest.param(
             Fault("html", status=404),
-            "HTTP 404: <html><body><h1>404 Not Found</h1></body></html>",
+            "HTTP 404: <html><body><h1>404 Not Found</h1></body></html>; check [opsramp] "
+            "tenant_id and base_url",
             id="html",
         ),
         pytest.param(Fault("status", status=409, body=""), "HTTP 409: (empty body)", id="empty"),
